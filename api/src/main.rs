@@ -1,0 +1,144 @@
+//! The `tessera` binary: serve | migrate | openapi | admin.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use api::Application;
+use clap::{Parser, Subcommand};
+use migration::sea_orm_migration::MigratorTrait;
+use migration::Migrator;
+use service::config::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Multi-tenant authentication and RBAC"
+)]
+struct Cli {
+    /// Configuration file (default: ./tessera.toml if present). Env: TESSERA_CONFIG.
+    #[arg(long, global = true, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API.
+    Serve {
+        /// Port to listen on (default 8080).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Address to bind (default 127.0.0.1).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Apply or inspect database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Operator actions.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Roll back the last N migrations (default 1).
+    Down {
+        #[arg(short = 'n', long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+    /// Drop every table and apply all migrations again.
+    Fresh,
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Disable a user: their sessions end at once and they cannot sign in.
+    DisableUser { email: String },
+    /// Re-enable a disabled user.
+    EnableUser { email: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let load = || -> Result<Settings, Box<dyn std::error::Error>> {
+        let settings = Settings::load(cli.config.as_deref())?;
+        api::telemetry::init(&settings.log);
+        Ok(settings)
+    };
+    match cli.command {
+        Command::Openapi => println!("{}", api::openapi::build().to_pretty_json()?),
+        Command::Serve { port, bind } => {
+            let mut settings = load()?;
+            if let Some(port) = port {
+                settings.server.port = port;
+            }
+            if let Some(bind) = bind {
+                settings.server.bind = bind;
+            }
+            let app = Application::build(settings).await?;
+            let ctx = app.context();
+            let host = match ctx.settings.server.bind.as_str() {
+                "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+                other if other.contains(':') => format!("[{other}]"),
+                other => other.to_owned(),
+            };
+            let url = format!("http://{host}:{}", app.port());
+            tracing::info!(%url, "tessera listening");
+            println!("Tessera listening on {url}\nSwagger UI: {url}/swagger-ui/\nOpenAPI:    {url}/openapi.json");
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate { action } => {
+            let settings = load()?;
+            let db = service::db::connect(&settings.database).await?;
+            match action {
+                MigrateAction::Up => Migrator::up(&db, None).await?,
+                MigrateAction::Down { steps } => Migrator::down(&db, Some(steps)).await?,
+                MigrateAction::Fresh => Migrator::fresh(&db).await?,
+                MigrateAction::Status => {
+                    for m in Migrator::get_migration_with_status(&db).await? {
+                        println!("{:<10} {}", format!("{:?}", m.status()), m.name());
+                    }
+                }
+            }
+        }
+        Command::Admin { action } => {
+            let settings = load()?;
+            let db = service::db::connect(&settings.database).await?;
+            let (email, status) = match &action {
+                AdminAction::DisableUser { email } => (email, service::users::UserStatus::Disabled),
+                AdminAction::EnableUser { email } => (email, service::users::UserStatus::Active),
+            };
+            let email = service::domain::Email::parse(email)?;
+            let user = service::users::UserService::find_by_email(&db, &email)
+                .await?
+                .ok_or("no such user")?;
+            service::users::UserService::set_status(&db, user.id, status).await?;
+            println!("{} is now {:?}", email.as_str(), status);
+        }
+    }
+    Ok(())
+}

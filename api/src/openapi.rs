@@ -1,0 +1,116 @@
+//! The OpenAPI document: collected from the registered handlers (utoipa-actix-web), plus the
+//! bearer scheme and the error responses every operation can give.
+
+use actix_web::App;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi as OpenApiDoc, Ref, RefOr, Response};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt;
+
+use crate::error::{FieldProblem, Problem};
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera",
+        description = "Multi-tenant authentication and RBAC. Errors are RFC 9457 problem documents with a stable `code`.",
+    ),
+    components(schemas(Problem, FieldProblem)),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "auth", description = "Sign up, sign in, token refresh, sign out"),
+        (name = "me", description = "The signed-in user's profile, password and sessions"),
+        (name = "ops", description = "Health, readiness and signing keys"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("Access token from /v1/auth/login or /v1/auth/refresh"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole document, built from the same route table the server runs.
+pub fn build() -> OpenApiDoc {
+    let (_, mut api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes::configure)
+        .split_for_parts();
+    add_common_errors(&mut api);
+    api
+}
+
+fn problem(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        Response::builder()
+            .description(description)
+            .content(
+                "application/problem+json",
+                Content::new(Some(RefOr::Ref(Ref::from_schema_name("Problem")))),
+            )
+            .build(),
+    )
+}
+
+/// Adds the errors any operation may answer with, where the handler did not document them.
+fn add_common_errors(api: &mut OpenApiDoc) {
+    for (path, item) in api.paths.paths.iter_mut() {
+        let ops: [&mut Option<Operation>; 5] = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let mut extra: Vec<(&str, &str)> = Vec::new();
+            if op.request_body.is_some() {
+                extra.push(("400", "Malformed JSON (`malformed_json`) or bad parameter"));
+                extra.push((
+                    "413",
+                    "Body larger than the configured limit (`payload_too_large`)",
+                ));
+                extra.push((
+                    "415",
+                    "Body is not application/json (`unsupported_media_type`)",
+                ));
+                extra.push(("422", "Body of the wrong shape (`invalid_body`) or invalid fields (`validation_failed`)"));
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                extra.push(("401", "Missing or invalid access token"));
+            }
+            if path != "/healthz" {
+                extra.push((
+                    "500",
+                    "Unexpected error (`internal_error`); the body carries the request id",
+                ));
+                extra.push((
+                    "503",
+                    "Database unavailable, server overloaded or request timed out; see Retry-After",
+                ));
+            }
+            for (status, description) in extra {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description));
+            }
+        }
+    }
+}

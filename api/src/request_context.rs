@@ -1,0 +1,134 @@
+//! Per-request plumbing: the request id (task-local, so error bodies can carry it), the request
+//! timeout, and the extractors for the caller (`Authenticated`) and its metadata (`ClientMeta`).
+
+use std::future::{ready, Ready};
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use service::{AppContext, Principal, RequestMeta};
+use tracing_actix_web::RequestId;
+
+use crate::error::ApiError;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served, if called while serving one.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Limits enforced around every request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub timeout: Duration,
+}
+
+/// Scopes the request id over the handler, stamps `x-request-id` on the response, and answers
+/// 503 `request_timeout` if the handler takes longer than the configured timeout.
+pub async fn request_context<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let timeout = req
+        .app_data::<web::Data<RequestLimits>>()
+        .map_or(Duration::from_secs(30), |l| l.timeout);
+    let outcome = REQUEST_ID
+        .scope(id.clone(), tokio::time::timeout(timeout, next.call(req)))
+        .await;
+    let mut res = match outcome {
+        Ok(res) => res?,
+        Err(_elapsed) => {
+            // Converted to a response outside this scope, so the id travels in the error itself.
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                "Service unavailable",
+            )
+            .detail("the request took too long and was abandoned")
+            .request_id(id)
+            .into());
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(res)
+}
+
+/// The caller proven by a valid bearer access token.
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticated(pub Principal);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Authenticated, ApiError> {
+    let ctx = req.app_data::<web::Data<AppContext>>().ok_or_else(|| {
+        ApiError::from(service::ServiceError::unexpected_msg("AppContext missing"))
+    })?;
+    let header = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthenticated("missing_token")
+            .detail("send Authorization: Bearer <access token>")
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthenticated("invalid_token").detail("expected a Bearer token")
+        })?;
+    Principal::from_bearer(ctx, token)
+        .map(Authenticated)
+        .map_err(ApiError::from)
+}
+
+/// Where the request came from, for sessions and the audit log.
+#[derive(Debug, Clone)]
+pub struct ClientMeta(pub RequestMeta);
+
+impl FromRequest for ClientMeta {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        ready(Ok(ClientMeta(RequestMeta {
+            ip: req.peer_addr().map(|a| a.ip().to_string()),
+            user_agent,
+            request_id: current_request_id(),
+        })))
+    }
+}
+
+/// 404 problem for paths that match no route.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found().detail("no such endpoint"))
+}

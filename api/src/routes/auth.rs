@@ -1,0 +1,115 @@
+//! `/v1/auth/*`: register, sign in, rotate refresh tokens, sign out.
+
+use actix_web::{post, web, HttpResponse};
+use service::auth::AuthService;
+use service::domain::{DisplayName, Email, Password};
+use service::users::{NewUser, UserService};
+use service::AppContext;
+
+use crate::dto::{LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserResponse};
+use crate::error::{ApiError, Problem};
+use crate::request_context::{Authenticated, ClientMeta};
+use crate::validation::all_ok;
+
+/// Create an account.
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 201, description = "Account created", body = UserResponse),
+        (status = 409, description = "Email already registered (`email_taken`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid email, password or display name", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/register")]
+pub async fn register(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let (email, password, display_name) = all_ok((
+        Email::parse(&body.email),
+        Password::parse(&body.password, "password"),
+        DisplayName::parse(&body.display_name),
+    ))?;
+    let user = UserService::register(
+        &ctx,
+        &meta.0,
+        NewUser {
+            email,
+            password,
+            display_name,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(UserResponse::from(user)))
+}
+
+/// Sign in with email and password.
+///
+/// Starts a new session. Wrong password and unknown email get the same answer in the same time.
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 401, description = "Email or password incorrect (`invalid_credentials`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed email", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/login")]
+pub async fn login(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = Email::parse(&body.email)?;
+    let tokens = AuthService::login(&ctx, &meta.0, &email, &body.password).await?;
+    Ok(no_store(HttpResponse::Ok()).json(TokenPair::from(tokens)))
+}
+
+/// Exchange a refresh token for a new token pair.
+///
+/// Each refresh token works once. Presenting one that was already used revokes its whole session.
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 200, description = "New token pair", body = TokenPair),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/refresh")]
+pub async fn refresh(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tokens = AuthService::refresh(&ctx, &meta.0, &body.refresh_token).await?;
+    Ok(no_store(HttpResponse::Ok()).json(TokenPair::from(tokens)))
+}
+
+/// Sign out: revoke the current session.
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Session revoked"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/logout")]
+pub async fn logout(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    AuthService::logout(&ctx, &meta.0, &auth.0).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Token responses must not be cached by anything on the way.
+fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    builder.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    builder
+}

@@ -1,0 +1,218 @@
+//! `/v1/me/*`: the caller's own profile, password and sessions.
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use service::audit::AuditAction;
+use service::domain::{DisplayName, Password};
+use service::sessions::SessionService;
+use service::users::{parse_metadata, ProfilePatch, UserService};
+use service::{AppContext, ServiceError};
+use uuid::Uuid;
+
+use crate::dto::{
+    ChangePasswordRequest, RevokedCount, SessionList, SessionResponse, UpdateMeRequest,
+    UserResponse,
+};
+use crate::error::{ApiError, Problem};
+use crate::request_context::{Authenticated, ClientMeta};
+use crate::validation::all_ok;
+
+fn user_response(user: service::users::User) -> HttpResponse {
+    let etag = format!("\"{}\"", user.version);
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(UserResponse::from(user))
+}
+
+/// The signed-in user.
+#[utoipa::path(
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's profile; `ETag` carries the version", body = UserResponse,
+            headers(("ETag" = String, description = "Quoted version, for If-Match"))),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/me")]
+pub async fn get_me(
+    ctx: web::Data<AppContext>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let user = UserService::get(&ctx.db, auth.0.user_id).await?;
+    Ok(user_response(user))
+}
+
+/// Update the signed-in user's profile.
+///
+/// Optimistic locking: send the `version` you read in the body, or `If-Match: "<version>"`.
+#[utoipa::path(
+    tag = "me",
+    security(("bearer" = [])),
+    params(("If-Match" = Option<String>, Header, description = "Quoted version from the ETag, e.g. \"3\"")),
+    responses(
+        (status = 200, description = "Updated profile", body = UserResponse,
+            headers(("ETag" = String, description = "Quoted new version"))),
+        (status = 400, description = "Unparseable If-Match header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The profile changed since that version (`version_mismatch`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, or nothing to update", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No version given (`precondition_required`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/me")]
+pub async fn update_me(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+    req: HttpRequest,
+    body: web::Json<UpdateMeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let version = expected_version(body.version, req.headers())?;
+    if body.display_name.is_none() && body.metadata.is_none() {
+        return Err(ApiError::unprocessable(
+            "empty_update",
+            "give display_name and/or metadata",
+        ));
+    }
+    let (display_name, metadata) = all_ok((
+        body.display_name
+            .as_deref()
+            .map(DisplayName::parse)
+            .transpose(),
+        body.metadata.map(parse_metadata).transpose(),
+    ))?;
+    let patch = ProfilePatch {
+        display_name,
+        metadata,
+    };
+    let user = UserService::update_profile(&ctx, &meta.0, &auth.0, version, patch).await?;
+    Ok(user_response(user))
+}
+
+/// The version a client claims to have read: the body's `version`, else `If-Match`.
+fn expected_version(body_version: Option<i32>, headers: &HeaderMap) -> Result<i32, ApiError> {
+    let header_version = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(value) => {
+            let parsed = value
+                .to_str()
+                .ok()
+                .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+                .and_then(|v| v.parse::<i32>().ok());
+            Some(parsed.ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_if_match",
+                    "If-Match must be a quoted version such as \"3\"",
+                )
+            })?)
+        }
+    };
+    match (body_version, header_version) {
+        (Some(b), Some(h)) if b != h => Err(ApiError::bad_request(
+            "conflicting_versions",
+            "the body's version and If-Match disagree",
+        )),
+        (Some(v), _) | (None, Some(v)) => Ok(v),
+        (None, None) => Err(ServiceError::PreconditionRequired.into()),
+    }
+}
+
+/// Change the password; every other session is signed out.
+#[utoipa::path(
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Password changed; other sessions revoked"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Changed concurrently by another request", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong current password, or new password rejected by the policy", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/me/password")]
+pub async fn change_password(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+    body: web::Json<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let new = Password::parse(&body.new_password, "new_password")?;
+    UserService::change_password(&ctx, &meta.0, &auth.0, &body.current_password, new).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The signed-in user's live sessions, newest first.
+#[utoipa::path(
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Live sessions", body = SessionList),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/me/sessions")]
+pub async fn list_sessions(
+    ctx: web::Data<AppContext>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let sessions = SessionService::list(&ctx.db, &auth.0).await?;
+    let items = sessions
+        .into_iter()
+        .map(|s| SessionResponse::from_session(s, auth.0.session_id))
+        .collect();
+    Ok(HttpResponse::Ok().json(SessionList { items }))
+}
+
+/// Revoke every session but the current one.
+#[utoipa::path(
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many sessions were revoked", body = RevokedCount),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/me/sessions")]
+pub async fn revoke_other_sessions(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let revoked = SessionService::revoke_others(&ctx, &meta.0, &auth.0).await?;
+    Ok(HttpResponse::Ok().json(RevokedCount { revoked }))
+}
+
+/// Revoke one of the signed-in user's sessions (the current one too: that signs out).
+#[utoipa::path(
+    tag = "me",
+    security(("bearer" = [])),
+    params(("session_id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Session revoked"),
+        (status = 400, description = "Malformed session id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such live session of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/me/sessions/{session_id}")]
+pub async fn revoke_session(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    SessionService::revoke(
+        &ctx,
+        &meta.0,
+        &auth.0,
+        path.into_inner(),
+        AuditAction::SessionRevoked,
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

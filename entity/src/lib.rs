@@ -1,0 +1,16 @@
+//! SeaORM entities for Tessera, one module per table. No logic lives here.
+
+pub mod prelude;
+
+pub mod accounts;
+pub mod audit_events;
+pub mod casbin_rule;
+pub mod invitations;
+pub mod memberships;
+pub mod organizations;
+pub mod projects;
+pub mod refresh_tokens;
+pub mod role_assignments;
+pub mod roles;
+pub mod sessions;
+pub mod users;

@@ -1,0 +1,13 @@
+pub use super::accounts::Entity as Accounts;
+pub use super::audit_events::Entity as AuditEvents;
+pub use super::casbin_rule::Entity as CasbinRule;
+pub use super::invitations::Entity as Invitations;
+pub use super::memberships::Entity as Memberships;
+pub use super::organizations::Entity as Organizations;
+pub use super::projects::Entity as Projects;
+pub use super::refresh_tokens::Entity as RefreshTokens;
+pub use super::role_assignments::Entity as RoleAssignments;
+pub use super::roles::Entity as Roles;
+pub use super::sessions::Entity as Sessions;
+pub use super::users::Entity as Users;
+pub use super::users::UserStatus;

@@ -1,0 +1,26 @@
+//! Tessera's database migrations, in order. Every migration has `up` and `down`, and runs unchanged on
+//! SQLite and PostgreSQL: tables are created with their final constraints (SQLite cannot `ALTER` them).
+
+pub use sea_orm_migration;
+use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_users;
+mod m20261125_000002_create_tenancy;
+mod m20261125_000003_create_sessions;
+mod m20261125_000004_create_audit_events;
+mod m20261125_000005_create_casbin_rule;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_create_users::Migration),
+            Box::new(m20261125_000002_create_tenancy::Migration),
+            Box::new(m20261125_000003_create_sessions::Migration),
+            Box::new(m20261125_000004_create_audit_events::Migration),
+            Box::new(m20261125_000005_create_casbin_rule::Migration),
+        ]
+    }
+}

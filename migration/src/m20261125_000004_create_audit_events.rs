@@ -1,0 +1,134 @@
+use sea_orm_migration::{prelude::*, schema::*, sea_orm::DbBackend};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// PostgreSQL: one function raising an exception, called by a row trigger before UPDATE or DELETE.
+const PG_UP: &[&str] = &[
+    r#"CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_events is append-only';
+END;
+$$"#,
+    r#"CREATE TRIGGER audit_events_append_only
+BEFORE UPDATE OR DELETE ON audit_events
+FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()"#,
+];
+
+const PG_DOWN: &[&str] = &[
+    "DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events",
+    "DROP FUNCTION IF EXISTS audit_events_append_only()",
+];
+
+/// SQLite: one trigger per statement kind, each aborting the statement.
+const SQLITE_UP: &[&str] = &[
+    r#"CREATE TRIGGER audit_events_no_update
+BEFORE UPDATE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit_events is append-only');
+END"#,
+    r#"CREATE TRIGGER audit_events_no_delete
+BEFORE DELETE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit_events is append-only');
+END"#,
+];
+
+const SQLITE_DOWN: &[&str] = &[
+    "DROP TRIGGER IF EXISTS audit_events_no_delete",
+    "DROP TRIGGER IF EXISTS audit_events_no_update",
+];
+
+fn trigger_sql(backend: DbBackend, up: bool) -> Result<&'static [&'static str], DbErr> {
+    match (backend, up) {
+        (DbBackend::Postgres, true) => Ok(PG_UP),
+        (DbBackend::Postgres, false) => Ok(PG_DOWN),
+        (DbBackend::Sqlite, true) => Ok(SQLITE_UP),
+        (DbBackend::Sqlite, false) => Ok(SQLITE_DOWN),
+        (other, _) => Err(DbErr::Migration(format!(
+            "audit_events append-only trigger: unsupported database backend {other:?}"
+        ))),
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let triggers = trigger_sql(manager.get_database_backend(), true)?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditEvents::Table)
+                    .col(pk_uuid(AuditEvents::Id))
+                    // No foreign keys: the audit trail must survive deletion of what it mentions.
+                    .col(uuid_null(AuditEvents::OrganizationId))
+                    .col(uuid_null(AuditEvents::ActorUserId))
+                    .col(uuid_null(AuditEvents::ActorSessionId))
+                    .col(string(AuditEvents::Action))
+                    .col(string_null(AuditEvents::TargetType))
+                    .col(string_null(AuditEvents::TargetId))
+                    .col(json_binary(AuditEvents::Details))
+                    .col(string_null(AuditEvents::Ip))
+                    .col(string_null(AuditEvents::UserAgent))
+                    .col(string_null(AuditEvents::RequestId))
+                    .col(timestamp_with_time_zone(AuditEvents::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_audit_events_organization_id_created_at")
+                    .table(AuditEvents::Table)
+                    .col(AuditEvents::OrganizationId)
+                    .col(AuditEvents::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_audit_events_actor_user_id_created_at")
+                    .table(AuditEvents::Table)
+                    .col(AuditEvents::ActorUserId)
+                    .col(AuditEvents::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        let db = manager.get_connection();
+        for sql in triggers {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in trigger_sql(manager.get_database_backend(), false)? {
+            db.execute_unprepared(sql).await?;
+        }
+        manager
+            .drop_table(Table::drop().table(AuditEvents::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum AuditEvents {
+    Table,
+    Id,
+    OrganizationId,
+    ActorUserId,
+    ActorSessionId,
+    Action,
+    TargetType,
+    TargetId,
+    Details,
+    Ip,
+    UserAgent,
+    RequestId,
+    CreatedAt,
+}

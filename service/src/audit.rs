@@ -1,0 +1,114 @@
+//! The append-only audit log: every security-relevant change writes one row, inside the same
+//! transaction as the change itself.
+
+use chrono::Utc;
+use entity::audit_events;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
+use uuid::Uuid;
+
+use crate::context::RequestMeta;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    UserRegistered,
+    LoginSucceeded,
+    LoginFailed,
+    TokenRefreshed,
+    RefreshTokenReused,
+    Logout,
+    ProfileUpdated,
+    PasswordChanged,
+    SessionRevoked,
+    OtherSessionsRevoked,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserRegistered => "user.registered",
+            Self::LoginSucceeded => "auth.login_succeeded",
+            Self::LoginFailed => "auth.login_failed",
+            Self::TokenRefreshed => "auth.token_refreshed",
+            Self::RefreshTokenReused => "auth.refresh_token_reused",
+            Self::Logout => "auth.logout",
+            Self::ProfileUpdated => "user.profile_updated",
+            Self::PasswordChanged => "user.password_changed",
+            Self::SessionRevoked => "session.revoked",
+            Self::OtherSessionsRevoked => "session.others_revoked",
+        }
+    }
+}
+
+/// One audit row; build with [`AuditEvent::new`] and the `with_*` helpers.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub action: AuditAction,
+    pub actor_user_id: Option<Uuid>,
+    pub actor_session_id: Option<Uuid>,
+    pub organization_id: Option<Uuid>,
+    pub target: Option<(&'static str, String)>,
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(action: AuditAction) -> Self {
+        Self {
+            action,
+            actor_user_id: None,
+            actor_session_id: None,
+            organization_id: None,
+            target: None,
+            details: serde_json::json!({}),
+        }
+    }
+
+    pub fn actor(mut self, user_id: Uuid, session_id: Option<Uuid>) -> Self {
+        self.actor_user_id = Some(user_id);
+        self.actor_session_id = session_id;
+        self
+    }
+
+    pub fn actor_opt(mut self, user_id: Option<Uuid>, session_id: Option<Uuid>) -> Self {
+        self.actor_user_id = user_id;
+        self.actor_session_id = session_id;
+        self
+    }
+
+    pub fn target(mut self, kind: &'static str, id: impl ToString) -> Self {
+        self.target = Some((kind, id.to_string()));
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub async fn record(
+        self,
+        conn: &impl ConnectionTrait,
+        meta: &RequestMeta,
+    ) -> Result<(), DbErr> {
+        let (target_type, target_id) = match self.target {
+            Some((kind, id)) => (Some(kind.to_owned()), Some(id)),
+            None => (None, None),
+        };
+        audit_events::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            organization_id: Set(self.organization_id),
+            actor_user_id: Set(self.actor_user_id),
+            actor_session_id: Set(self.actor_session_id),
+            action: Set(self.action.as_str().to_owned()),
+            target_type: Set(target_type),
+            target_id: Set(target_id),
+            details: Set(self.details),
+            ip: Set(meta.ip.clone()),
+            user_agent: Set(meta.user_agent.clone()),
+            request_id: Set(meta.request_id.clone()),
+            created_at: Set(Utc::now()),
+        }
+        .insert(conn)
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,345 @@
+//! Sign-in, refresh-token rotation with reuse detection, and sign-out.
+
+use chrono::{DateTime, Duration, Utc};
+use entity::users::UserStatus;
+use entity::{refresh_tokens, sessions, users};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::audit::{AuditAction, AuditEvent};
+use crate::context::{AppContext, RequestMeta};
+use crate::domain::Email;
+use crate::error::{ServiceError, ServiceResult};
+use crate::passwords::Verification;
+use crate::principal::Principal;
+use crate::sessions::SessionService;
+use crate::tokens::{hash_token, new_refresh_token};
+use crate::users::{User, UserService};
+
+/// What a successful sign-in or refresh hands back.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: SecretString,
+    pub expires_in: i64,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+}
+
+const MAX_USER_AGENT_CHARS: usize = 512;
+
+fn clip(value: &Option<String>, max: usize) -> Option<String> {
+    value.as_ref().map(|v| v.chars().take(max).collect())
+}
+
+pub struct AuthService;
+
+impl AuthService {
+    /// Email + password → a new session. Unknown emails cost one dummy verification, so the answer
+    /// and its timing are the same as for a wrong password.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        email: &Email,
+        password: &SecretString,
+    ) -> ServiceResult<IssuedTokens> {
+        let user = UserService::find_by_email(&ctx.db, email).await?;
+        let verdict = ctx
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let (user, needs_rehash) = match (user, verdict) {
+            (Some(user), Verification::Match { needs_rehash }) => (user, needs_rehash),
+            (user, _) => {
+                Self::record_failure(ctx, meta, user.as_ref()).await?;
+                return Err(ServiceError::InvalidCredentials);
+            }
+        };
+        if user.status != UserStatus::Active {
+            return Err(ServiceError::AccountDisabled);
+        }
+
+        let now = Utc::now();
+        let txn = ctx.db.begin().await?;
+        let (session_id, refresh) = Self::open_session(&txn, ctx, meta, user.id, now).await?;
+        users::Entity::update_many()
+            .col_expr(users::Column::LastLoginAt, Expr::value(now))
+            .col_expr(users::Column::FailedLoginCount, Expr::value(0))
+            .filter(users::Column::Id.eq(user.id))
+            .exec(&txn)
+            .await?;
+        AuditEvent::new(AuditAction::LoginSucceeded)
+            .actor(user.id, Some(session_id))
+            .target("session", session_id)
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+
+        if needs_rehash {
+            Self::rehash(ctx, &user, password).await;
+        }
+        Self::tokens(ctx, user.id, session_id, refresh, now)
+    }
+
+    /// Single-use rotation: the presented token is consumed atomically and a new one issued in the
+    /// same transaction. A token that was already used revokes its whole session.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        presented: &SecretString,
+    ) -> ServiceResult<IssuedTokens> {
+        let invalid = ServiceError::Unauthenticated("invalid_refresh_token");
+        let hash = hash_token(presented.expose_secret());
+        let now = Utc::now();
+
+        let txn = ctx.db.begin().await?;
+        let claimed = refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
+            .filter(refresh_tokens::Column::TokenHash.eq(hash.clone()))
+            .filter(refresh_tokens::Column::UsedAt.is_null())
+            .filter(refresh_tokens::Column::ExpiresAt.gt(now))
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected == 0 {
+            txn.rollback().await?;
+            return Err(Self::refresh_refused(ctx, meta, &hash).await?);
+        }
+        let token = refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::TokenHash.eq(hash))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ServiceError::unexpected_msg("claimed refresh token vanished"))?;
+        let session = sessions::Entity::find_by_id(token.session_id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ServiceError::unexpected_msg("refresh token without session"))?;
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            txn.commit().await?;
+            return Err(invalid);
+        }
+        let user = UserService::get(&txn, session.user_id).await?;
+        if user.status != UserStatus::Active {
+            SessionService::revoke_all_except(&txn, user.id, None, "user_disabled").await?;
+            txn.commit().await?;
+            SessionService::forget_locally(ctx, &[session.id]);
+            return Err(ServiceError::AccountDisabled);
+        }
+
+        let refresh = new_refresh_token();
+        Self::insert_refresh(
+            &txn,
+            ctx,
+            session.id,
+            Some(token.id),
+            &refresh,
+            now,
+            session.expires_at,
+        )
+        .await?;
+        sessions::Entity::update_many()
+            .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
+            .col_expr(sessions::Column::Ip, Expr::value(meta.ip.clone()))
+            .col_expr(
+                sessions::Column::UserAgent,
+                Expr::value(clip(&meta.user_agent, MAX_USER_AGENT_CHARS)),
+            )
+            .filter(sessions::Column::Id.eq(session.id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Self::tokens(ctx, user.id, session.id, refresh, now)
+    }
+
+    /// Revokes the caller's current session.
+    pub async fn logout(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        principal: &Principal,
+    ) -> ServiceResult<()> {
+        match SessionService::revoke(
+            ctx,
+            meta,
+            principal,
+            principal.session_id,
+            AuditAction::Logout,
+        )
+        .await
+        {
+            // Already revoked elsewhere: logging out is still done.
+            Err(ServiceError::NotFound) => {
+                SessionService::forget_locally(ctx, &[principal.session_id]);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Why a refresh token could not be claimed; a reused one takes its session down.
+    async fn refresh_refused(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        hash: &str,
+    ) -> ServiceResult<ServiceError> {
+        let invalid = ServiceError::Unauthenticated("invalid_refresh_token");
+        let Some(token) = refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::TokenHash.eq(hash))
+            .one(&ctx.db)
+            .await?
+        else {
+            return Ok(invalid);
+        };
+        if token.used_at.is_none() {
+            return Ok(invalid); // expired
+        }
+        let txn = ctx.db.begin().await?;
+        let session = sessions::Entity::find_by_id(token.session_id)
+            .one(&txn)
+            .await?;
+        let revoked_now = sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, Expr::value(Utc::now()))
+            .col_expr(
+                sessions::Column::RevokedReason,
+                Expr::value("refresh_token_reuse"),
+            )
+            .filter(sessions::Column::Id.eq(token.session_id))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        AuditEvent::new(AuditAction::RefreshTokenReused)
+            .actor_opt(session.as_ref().map(|s| s.user_id), Some(token.session_id))
+            .target("session", token.session_id)
+            .details(serde_json::json!({ "refresh_token_id": token.id, "session_revoked_now": revoked_now > 0 }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        SessionService::forget_locally(ctx, &[token.session_id]);
+        tracing::warn!(session_id = %token.session_id, "refresh token reuse detected; session revoked");
+        Ok(ServiceError::Unauthenticated("refresh_token_reused"))
+    }
+
+    async fn record_failure(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        user: Option<&User>,
+    ) -> ServiceResult<()> {
+        let txn = ctx.db.begin().await?;
+        let mut event = AuditEvent::new(AuditAction::LoginFailed);
+        match user {
+            Some(user) => {
+                users::Entity::update_many()
+                    .col_expr(
+                        users::Column::FailedLoginCount,
+                        Expr::col(users::Column::FailedLoginCount).add(1),
+                    )
+                    .filter(users::Column::Id.eq(user.id))
+                    .exec(&txn)
+                    .await?;
+                event = event
+                    .target("user", user.id)
+                    .details(serde_json::json!({ "reason": "wrong_password" }));
+            }
+            None => event = event.details(serde_json::json!({ "reason": "unknown_email" })),
+        }
+        event.record(&txn, meta).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn open_session(
+        conn: &impl ConnectionTrait,
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<(Uuid, SecretString)> {
+        let session_id = Uuid::now_v7();
+        let expires_at = now + Duration::seconds(ctx.settings.auth.session_ttl_secs);
+        sessions::ActiveModel {
+            id: Set(session_id),
+            user_id: Set(user_id),
+            created_at: Set(now),
+            last_seen_at: Set(now),
+            expires_at: Set(expires_at),
+            ip: Set(meta.ip.clone()),
+            user_agent: Set(clip(&meta.user_agent, MAX_USER_AGENT_CHARS)),
+            device: Set(None),
+            mfa_level: Set(0),
+            revoked_at: Set(None),
+            revoked_reason: Set(None),
+        }
+        .insert(conn)
+        .await?;
+        let refresh = new_refresh_token();
+        Self::insert_refresh(conn, ctx, session_id, None, &refresh, now, expires_at).await?;
+        Ok((session_id, refresh))
+    }
+
+    async fn insert_refresh(
+        conn: &impl ConnectionTrait,
+        ctx: &AppContext,
+        session_id: Uuid,
+        parent_id: Option<Uuid>,
+        token: &SecretString,
+        now: DateTime<Utc>,
+        session_expires_at: DateTime<Utc>,
+    ) -> ServiceResult<()> {
+        let expires_at = std::cmp::min(
+            now + Duration::seconds(ctx.settings.auth.refresh_token_ttl_secs),
+            session_expires_at,
+        );
+        refresh_tokens::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            session_id: Set(session_id),
+            token_hash: Set(hash_token(token.expose_secret())),
+            parent_id: Set(parent_id),
+            created_at: Set(now),
+            expires_at: Set(expires_at),
+            used_at: Set(None),
+        }
+        .insert(conn)
+        .await?;
+        Ok(())
+    }
+
+    fn tokens(
+        ctx: &AppContext,
+        user_id: Uuid,
+        session_id: Uuid,
+        refresh_token: SecretString,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<IssuedTokens> {
+        Ok(IssuedTokens {
+            access_token: ctx.keys.issue_access(user_id, session_id, now)?,
+            refresh_token,
+            expires_in: ctx.keys.access_ttl_secs(),
+            session_id,
+            user_id,
+        })
+    }
+
+    /// Upgrades a hash made with older parameters; failure only costs a retry on the next login.
+    async fn rehash(ctx: &AppContext, user: &User, password: &SecretString) {
+        let Ok(parsed) = crate::domain::Password::parse(password, "password") else {
+            return; // an old password that today's policy would refuse keeps its old hash
+        };
+        let Ok(hash) = ctx.hasher.hash(&parsed).await else {
+            return;
+        };
+        let res = users::Entity::update_many()
+            .col_expr(users::Column::PasswordHash, Expr::value(hash))
+            .filter(users::Column::Id.eq(user.id))
+            .filter(users::Column::PasswordHash.eq(user.password_hash.clone()))
+            .exec(&ctx.db)
+            .await;
+        if let Err(err) = res {
+            tracing::warn!(error = %err, "password rehash failed");
+        }
+    }
+}

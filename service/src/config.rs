@@ -1,0 +1,284 @@
+//! Typed, layered settings: defaults → `tessera.toml` → `TESSERA_*` / `DATABASE_URL` → CLI flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+    Test,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub environment: Environment,
+    /// Where generated files (the development signing key) are kept.
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub password: PasswordSettings,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            environment: Environment::Development,
+            data_dir: PathBuf::from("./data"),
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            auth: AuthSettings::default(),
+            password: PasswordSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub port: u16,
+    /// actix workers; defaults to the number of cores.
+    pub workers: Option<usize>,
+    /// Largest JSON body accepted, in bytes.
+    pub json_limit_bytes: usize,
+    /// Every request is answered (503 `timeout`) within this many milliseconds.
+    pub request_timeout_ms: u64,
+    /// Largest accepted connection count per worker.
+    pub max_connections_per_worker: usize,
+    /// Seconds a client has to send the request head before the connection is dropped.
+    pub client_request_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 8080,
+            workers: None,
+            json_limit_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+            max_connections_per_worker: 25_000,
+            client_request_timeout_ms: 5_000,
+            keep_alive_secs: 15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    /// Pool size; defaults to 1 on SQLite (one writer, no "database is locked") and 16 on PostgreSQL.
+    pub max_connections: Option<u32>,
+    pub min_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Run pending migrations at `serve` start.
+    pub auto_migrate: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://./tessera.db?mode=rwc".into(),
+            max_connections: None,
+            min_connections: 0,
+            acquire_timeout_ms: 3_000,
+            connect_timeout_ms: 3_000,
+            auto_migrate: true,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+    /// Lifetime of access tokens; also the bound within which a revoked session's token stops
+    /// working on instances other than the one that revoked it.
+    pub access_token_ttl_secs: i64,
+    /// Idle lifetime of a refresh token (each rotation starts a new one).
+    pub refresh_token_ttl_secs: i64,
+    /// Absolute lifetime of a session, however often it is refreshed.
+    pub session_ttl_secs: i64,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway_secs: u64,
+    /// Ed25519 private key: PKCS#8 PEM, or the base64 of the 32-byte seed.
+    pub signing_key: Option<SecretString>,
+    /// File holding the key in one of the same forms.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "tessera".into(),
+            audience: "tessera".into(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 14 * 24 * 3600,
+            session_ttl_secs: 90 * 24 * 3600,
+            leeway_secs: 5,
+            signing_key: None,
+            signing_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; defaults to the number of cores.
+    pub max_concurrent: Option<usize>,
+    /// Requests allowed to wait for a hashing slot before new ones get 503 at once.
+    pub max_queue: usize,
+    /// How long a request may wait for a hashing slot before it gets 503.
+    pub queue_timeout_ms: u64,
+}
+
+/// OWASP's first recommendation for Argon2id.
+pub const OWASP_MEMORY_KIB: u32 = 19_456;
+pub const OWASP_ITERATIONS: u32 = 2;
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        Self {
+            memory_kib: OWASP_MEMORY_KIB,
+            iterations: OWASP_ITERATIONS,
+            parallelism: 1,
+            max_concurrent: None,
+            max_queue: 64,
+            queue_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then `config_file` (or `tessera.toml` if present), then the environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        match config_file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("tessera.toml")),
+        }
+        figment = figment
+            .merge(Env::prefixed("TESSERA_").split("__").ignore(&["CONFIG"]))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            );
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects settings that would be unsafe or meaningless.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.password;
+        if p.parallelism == 0 || p.iterations == 0 || p.memory_kib < 8 * p.parallelism {
+            return Err(ConfigError::Invalid(
+                "password hashing parameters are out of range".into(),
+            ));
+        }
+        if self.environment != Environment::Test
+            && (u64::from(p.memory_kib) * u64::from(p.iterations)
+                < u64::from(OWASP_MEMORY_KIB) * u64::from(OWASP_ITERATIONS))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "password hashing cheaper than OWASP's minimum (m={OWASP_MEMORY_KIB} KiB, t={OWASP_ITERATIONS}) is only allowed with environment = \"test\""
+            )));
+        }
+        if self.auth.access_token_ttl_secs <= 0
+            || self.auth.refresh_token_ttl_secs <= 0
+            || self.auth.session_ttl_secs <= 0
+        {
+            return Err(ConfigError::Invalid(
+                "token lifetimes must be positive".into(),
+            ));
+        }
+        if self.server.json_limit_bytes == 0 || self.server.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server limits must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings for tests: cheap Argon2, a fresh database URL, an ephemeral port.
+    pub fn for_tests(database_url: String, data_dir: PathBuf) -> Self {
+        let mut s = Settings {
+            environment: Environment::Test,
+            data_dir,
+            ..Settings::default()
+        };
+        s.database.url = database_url;
+        s.server.port = 0;
+        s.server.workers = Some(2);
+        s.password.memory_kib = 64;
+        s.password.iterations = 1;
+        s
+    }
+}

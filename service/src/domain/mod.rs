@@ -1,0 +1,9 @@
+//! Parse-don't-validate newtypes for everything a request can carry.
+
+mod display_name;
+mod email;
+mod password;
+
+pub use display_name::DisplayName;
+pub use email::Email;
+pub use password::{Password, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};

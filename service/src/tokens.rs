@@ -1,0 +1,316 @@
+//! Access tokens (EdDSA-signed JWTs, algorithm pinned), the JWKS that publishes their keys, and
+//! opaque refresh tokens that are stored only as SHA-256 hashes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::{AuthSettings, Environment, Settings};
+use crate::error::{ServiceError, ServiceResult};
+
+/// The claims of an access token. Every field is required and type-checked on decode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub sid: Uuid,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<Uuid>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no signing key configured: set auth.signing_key or auth.signing_key_file (TESSERA_AUTH__SIGNING_KEY / TESSERA_AUTH__SIGNING_KEY_FILE) in production")]
+    Missing,
+    #[error("signing key is neither a PKCS#8 PEM nor a base64 32-byte Ed25519 seed")]
+    Malformed,
+    #[error("signing key file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the signing key came from, so `serve` can warn about generated ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Configured,
+    File,
+    GeneratedForDevelopment(std::path::PathBuf),
+    LoadedGenerated(std::path::PathBuf),
+}
+
+pub struct TokenKeys {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    validation: Validation,
+    jwks: serde_json::Value,
+    issuer: String,
+    audience: String,
+    access_ttl_secs: i64,
+    pub source: KeySource,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_key(text: &str) -> Result<SigningKey, KeyError> {
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return SigningKey::from_pkcs8_pem(text).map_err(|_| KeyError::Malformed);
+    }
+    let bytes = STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+        .map_err(|_| KeyError::Malformed)?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Malformed)?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+fn read_key_file(path: &Path) -> Result<SigningKey, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_key(&text)
+}
+
+fn write_new_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|_| KeyError::Malformed)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(pem.as_bytes()).map_err(io)?;
+    Ok(key)
+}
+
+/// The signing key per the settings: configured inline, from a file, or (outside production)
+/// generated once into the data directory.
+pub fn load_signing_key(settings: &Settings) -> Result<(SigningKey, KeySource), KeyError> {
+    if let Some(inline) = &settings.auth.signing_key {
+        return Ok((parse_key(inline.expose_secret())?, KeySource::Configured));
+    }
+    if let Some(path) = &settings.auth.signing_key_file {
+        return Ok((read_key_file(path)?, KeySource::File));
+    }
+    if settings.environment == Environment::Production {
+        return Err(KeyError::Missing);
+    }
+    let path = settings.data_dir.join("jwt-signing-key.pem");
+    if path.exists() {
+        return Ok((read_key_file(&path)?, KeySource::LoadedGenerated(path)));
+    }
+    Ok((
+        write_new_key(&path)?,
+        KeySource::GeneratedForDevelopment(path),
+    ))
+}
+
+/// `kid` = the first 16 base64url characters of SHA-256 over the raw public key.
+fn key_id(key: &SigningKey) -> String {
+    let digest = Sha256::digest(key.verifying_key().as_bytes());
+    URL_SAFE_NO_PAD.encode(digest)[..16].to_owned()
+}
+
+impl TokenKeys {
+    pub fn new(key: &SigningKey, source: KeySource, auth: &AuthSettings) -> ServiceResult<Self> {
+        let kid = key_id(key);
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| ServiceError::unexpected_msg(format!("pkcs8: {e}")))?;
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        let public = key.verifying_key();
+        let x = URL_SAFE_NO_PAD.encode(public.as_bytes());
+        let decoding = HashMap::from([(kid.clone(), DecodingKey::from_ed_der(public.as_bytes()))]);
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.algorithms = vec![Algorithm::EdDSA];
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&auth.issuer]);
+        validation.set_audience(&[&auth.audience]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = auth.leeway_secs;
+
+        let jwks = serde_json::json!({
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }]
+        });
+        Ok(Self {
+            kid,
+            encoding,
+            decoding,
+            validation,
+            jwks,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            access_ttl_secs: auth.access_token_ttl_secs,
+            source,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn access_ttl_secs(&self) -> i64 {
+        self.access_ttl_secs
+    }
+
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+
+    pub fn issue_access(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<String> {
+        let iat = now.timestamp();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id,
+            sid: session_id,
+            iat,
+            nbf: iat,
+            exp: iat + self.access_ttl_secs,
+            jti: Uuid::now_v7(),
+            org: None,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| ServiceError::unexpected_msg(format!("jwt encode: {e}")))
+    }
+
+    /// Verifies signature, algorithm, `kid`, issuer, audience and time claims.
+    pub fn verify_access(&self, token: &str) -> ServiceResult<AccessClaims> {
+        let invalid = || ServiceError::Unauthenticated("invalid_token");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(invalid());
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or_else(invalid)?;
+        let data =
+            jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(|e| {
+                if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) {
+                    ServiceError::Unauthenticated("token_expired")
+                } else {
+                    invalid()
+                }
+            })?;
+        Ok(data.claims)
+    }
+}
+
+/// A new opaque refresh token: 256 random bits, base64url.
+pub fn new_refresh_token() -> SecretString {
+    SecretString::from(URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
+}
+
+/// What the database stores for a refresh token: hex SHA-256. Lookups go by this hash, so the
+/// comparison never touches the secret itself.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        TokenKeys::new(&key, KeySource::Configured, &AuthSettings::default()).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let k = keys();
+        let (u, s) = (Uuid::now_v7(), Uuid::now_v7());
+        let token = k.issue_access(u, s, Utc::now()).unwrap();
+        let claims = k.verify_access(&token).unwrap();
+        assert_eq!((claims.sub, claims.sid), (u, s));
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&AccessClaims {
+                sub: Uuid::now_v7(),
+                ..claims
+            })
+            .unwrap(),
+        );
+        assert!(k.verify_access(&parts.join(".")).is_err());
+    }
+
+    #[test]
+    fn keys_parse_from_pem_and_seed() {
+        let key = SigningKey::from_bytes(&[9u8; 32]);
+        let pem = key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap();
+        assert_eq!(parse_key(&pem).unwrap().to_bytes(), key.to_bytes());
+        assert_eq!(
+            parse_key(&STANDARD.encode([9u8; 32])).unwrap().to_bytes(),
+            key.to_bytes()
+        );
+        assert!(parse_key("not a key").is_err());
+        assert!(parse_key(&STANDARD.encode([9u8; 31])).is_err());
+    }
+
+    #[test]
+    fn production_without_key_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::default();
+        s.environment = Environment::Production;
+        s.data_dir = dir.path().to_owned();
+        assert!(matches!(load_signing_key(&s), Err(KeyError::Missing)));
+        s.environment = Environment::Development;
+        let (k1, src) = load_signing_key(&s).unwrap();
+        assert!(matches!(src, KeySource::GeneratedForDevelopment(_)));
+        let (k2, src) = load_signing_key(&s).unwrap();
+        assert!(matches!(src, KeySource::LoadedGenerated(_)));
+        assert_eq!(k1.to_bytes(), k2.to_bytes());
+    }
+}

@@ -1,0 +1,298 @@
+//! Users: registration, profile reads and optimistic-locked updates, password changes.
+
+use chrono::Utc;
+use entity::audit_events;
+use entity::users;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
+};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::audit::{AuditAction, AuditEvent};
+use crate::context::{AppContext, RequestMeta};
+use crate::domain::{DisplayName, Email, Password};
+use crate::error::{is_unique_violation, ServiceError, ServiceResult};
+use crate::passwords::Verification;
+use crate::principal::Principal;
+
+pub use users::{Model as User, UserStatus};
+
+/// A registration request that has passed parsing.
+#[derive(Debug)]
+pub struct NewUser {
+    pub email: Email,
+    pub password: Password,
+    pub display_name: DisplayName,
+}
+
+/// The changes a user may make to their own profile; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct ProfilePatch {
+    pub display_name: Option<DisplayName>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Largest `metadata` object accepted, serialized, in bytes.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+pub fn parse_metadata(value: serde_json::Value) -> ServiceResult<serde_json::Value> {
+    if !value.is_object() {
+        return Err(ServiceError::validation(
+            "metadata",
+            "invalid_metadata",
+            "metadata must be a JSON object",
+        ));
+    }
+    if value.to_string().len() > MAX_METADATA_BYTES {
+        return Err(ServiceError::validation(
+            "metadata",
+            "metadata_too_large",
+            format!("metadata must serialize to at most {MAX_METADATA_BYTES} bytes"),
+        ));
+    }
+    Ok(value)
+}
+
+pub struct UserService;
+
+impl UserService {
+    #[tracing::instrument(skip_all)]
+    pub async fn register(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        new: NewUser,
+    ) -> ServiceResult<User> {
+        let password_hash = ctx.hasher.hash(&new.password).await?;
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        let txn = ctx.db.begin().await?;
+        let user = users::ActiveModel {
+            id: Set(id),
+            email: Set(new.email.into_inner()),
+            password_hash: Set(password_hash),
+            display_name: Set(new.display_name.into_inner()),
+            status: Set(UserStatus::Active),
+            email_verified_at: Set(None),
+            mfa_enabled: Set(false),
+            failed_login_count: Set(0),
+            locked_until: Set(None),
+            last_login_at: Set(None),
+            metadata: Set(serde_json::json!({})),
+            version: Set(1),
+            created_at: Set(now),
+            updated_at: Set(now),
+            deleted_at: Set(None),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ServiceError::Conflict("email_taken")
+            } else {
+                e.into()
+            }
+        })?;
+        AuditEvent::new(AuditAction::UserRegistered)
+            .actor(id, None)
+            .target("user", id)
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(user)
+    }
+
+    /// A live (not deleted) user.
+    pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> ServiceResult<User> {
+        users::Entity::find_by_id(id)
+            .filter(users::Column::DeletedAt.is_null())
+            .one(conn)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    pub async fn find_by_email(
+        conn: &impl ConnectionTrait,
+        email: &Email,
+    ) -> ServiceResult<Option<User>> {
+        Ok(users::Entity::find()
+            .filter(users::Column::Email.eq(email.as_str()))
+            .filter(users::Column::DeletedAt.is_null())
+            .one(conn)
+            .await?)
+    }
+
+    /// Applies `patch` if the stored version is still `expected_version`; bumps the version.
+    #[tracing::instrument(skip(ctx, meta, patch), fields(user_id = %principal.user_id))]
+    pub async fn update_profile(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        principal: &Principal,
+        expected_version: i32,
+        patch: ProfilePatch,
+    ) -> ServiceResult<User> {
+        let txn = ctx.db.begin().await?;
+        let mut update = users::Entity::update_many()
+            .col_expr(
+                users::Column::Version,
+                Expr::col(users::Column::Version).add(1),
+            )
+            .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()));
+        let mut changed = Vec::new();
+        if let Some(name) = patch.display_name {
+            update = update.col_expr(users::Column::DisplayName, Expr::value(name.into_inner()));
+            changed.push("display_name");
+        }
+        if let Some(metadata) = patch.metadata {
+            update = update.col_expr(users::Column::Metadata, Expr::value(metadata));
+            changed.push("metadata");
+        }
+        let result = update
+            .filter(users::Column::Id.eq(principal.user_id))
+            .filter(users::Column::DeletedAt.is_null())
+            .filter(users::Column::Version.eq(expected_version))
+            .exec(&txn)
+            .await?;
+        if result.rows_affected == 0 {
+            // Either gone or changed since the client read it.
+            Self::get(&txn, principal.user_id).await?;
+            return Err(ServiceError::VersionMismatch);
+        }
+        AuditEvent::new(AuditAction::ProfileUpdated)
+            .actor(principal.user_id, Some(principal.session_id))
+            .target("user", principal.user_id)
+            .details(serde_json::json!({ "fields": changed }))
+            .record(&txn, meta)
+            .await?;
+        let user = Self::get(&txn, principal.user_id).await?;
+        txn.commit().await?;
+        Ok(user)
+    }
+
+    /// Changes the password after checking the current one, and revokes every other session.
+    #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
+    pub async fn change_password(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        principal: &Principal,
+        current: &SecretString,
+        new: Password,
+    ) -> ServiceResult<()> {
+        let user = Self::get(&ctx.db, principal.user_id).await?;
+        match ctx
+            .hasher
+            .verify(current, Some(&user.password_hash))
+            .await?
+        {
+            Verification::Match { .. } => {}
+            Verification::Mismatch => {
+                return Err(ServiceError::validation(
+                    "current_password",
+                    "invalid_current_password",
+                    "the current password is not correct",
+                ))
+            }
+        }
+        if matches!(
+            ctx.hasher
+                .verify(
+                    &SecretString::from(new.expose().to_owned()),
+                    Some(&user.password_hash)
+                )
+                .await?,
+            Verification::Match { .. }
+        ) {
+            return Err(ServiceError::validation(
+                "new_password",
+                "password_unchanged",
+                "the new password must differ from the current one",
+            ));
+        }
+        let password_hash = ctx.hasher.hash(&new).await?;
+        let now = Utc::now();
+        let txn = ctx.db.begin().await?;
+        let result = users::Entity::update_many()
+            .col_expr(users::Column::PasswordHash, Expr::value(password_hash))
+            .col_expr(
+                users::Column::Version,
+                Expr::col(users::Column::Version).add(1),
+            )
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(user.id))
+            // Two concurrent changes: only the one that saw the latest hash wins.
+            .filter(users::Column::PasswordHash.eq(user.password_hash.clone()))
+            .exec(&txn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(ServiceError::Conflict("password_changed_concurrently"));
+        }
+        let revoked = crate::sessions::SessionService::revoke_all_except(
+            &txn,
+            user.id,
+            Some(principal.session_id),
+            "password_changed",
+        )
+        .await?;
+        AuditEvent::new(AuditAction::PasswordChanged)
+            .actor(user.id, Some(principal.session_id))
+            .target("user", user.id)
+            .details(serde_json::json!({ "sessions_revoked": revoked.len() }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        crate::sessions::SessionService::forget_locally(ctx, &revoked);
+        Ok(())
+    }
+
+    /// Sets a user's status (operators); disabling or locking revokes every session. Returns the
+    /// revoked session ids, for [`crate::sessions::SessionService::forget_locally`].
+    pub async fn set_status(
+        db: &sea_orm::DatabaseConnection,
+        user_id: Uuid,
+        status: UserStatus,
+    ) -> ServiceResult<Vec<Uuid>> {
+        let txn = db.begin().await?;
+        let result = users::Entity::update_many()
+            .col_expr(users::Column::Status, Expr::value(status))
+            .col_expr(
+                users::Column::Version,
+                Expr::col(users::Column::Version).add(1),
+            )
+            .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(users::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(ServiceError::NotFound);
+        }
+        let mut revoked = Vec::new();
+        if status != UserStatus::Active {
+            revoked = crate::sessions::SessionService::revoke_all_except(
+                &txn,
+                user_id,
+                None,
+                "user_disabled",
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(revoked)
+    }
+
+    /// The most recent audit events where this user is the actor (newest first).
+    pub async fn recent_audit(
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        limit: u64,
+    ) -> ServiceResult<Vec<audit_events::Model>> {
+        use sea_orm::QueryOrder;
+        Ok(audit_events::Entity::find()
+            .filter(audit_events::Column::ActorUserId.eq(user_id))
+            .order_by_desc(audit_events::Column::CreatedAt)
+            .limit(limit)
+            .all(conn)
+            .await?)
+    }
+}
