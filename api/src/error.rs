@@ -41,8 +41,12 @@ pub struct FieldProblem {
     pub message: String,
 }
 
+/// Boxed so `Result<T, ApiError>` stays small on every handler's return path.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     status: StatusCode,
     code: &'static str,
     title: &'static str,
@@ -55,13 +59,13 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.code)
+        write!(f, "{} {}", self.0.status.as_u16(), self.0.code)
     }
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
-        Self {
+        Self(Box::new(Inner {
             status,
             code,
             title,
@@ -70,22 +74,22 @@ impl ApiError {
             retry_after: None,
             request_id: None,
             source: None,
-        }
+        }))
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.0.detail = Some(detail.into());
         self
     }
 
     /// Pins the request id, for errors rendered outside the request's scope.
     pub fn request_id(mut self, id: String) -> Self {
-        self.request_id = Some(id);
+        self.0.request_id = Some(id);
         self
     }
 
     pub fn code(&self) -> &'static str {
-        self.code
+        self.0.code
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -131,7 +135,7 @@ impl From<ServiceError> for ApiError {
                     "Validation failed",
                 )
                 .detail("one or more fields are invalid");
-                e.errors = field_problems(errors.clone());
+                e.0.errors = field_problems(errors.clone());
                 e
             }
             ServiceError::InvalidCredentials => Self::new(
@@ -167,7 +171,7 @@ impl From<ServiceError> for ApiError {
                     "Service unavailable",
                 )
                 .detail("the server is busy; retry shortly");
-                e.retry_after = Some(*retry_after_secs);
+                e.0.retry_after = Some(*retry_after_secs);
                 e
             }
             ServiceError::Unavailable(_) => {
@@ -177,7 +181,7 @@ impl From<ServiceError> for ApiError {
                     "Service unavailable",
                 )
                 .detail("the database is unavailable; retry shortly");
-                e.retry_after = Some(1);
+                e.0.retry_after = Some(1);
                 e
             }
             ServiceError::Unexpected(_) => Self::new(
@@ -186,58 +190,59 @@ impl From<ServiceError> for ApiError {
                 "Internal server error",
             ),
         };
-        api.source = Some(err);
+        api.0.source = Some(err);
         api
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let request_id = self
+        let this = &self.0;
+        let request_id = this
             .request_id
             .clone()
             .or_else(request_context::current_request_id);
-        if self.status.is_server_error() {
-            let chain = self.source.as_ref().map(error_chain).unwrap_or_default();
-            tracing::error!(code = self.code, request_id = request_id.as_deref(), error = %chain, "request failed");
+        if this.status.is_server_error() {
+            let chain = this.source.as_ref().map(error_chain).unwrap_or_default();
+            tracing::error!(code = this.code, request_id = request_id.as_deref(), error = %chain, "request failed");
         } else {
             tracing::debug!(
-                code = self.code,
-                status = self.status.as_u16(),
+                code = this.code,
+                status = this.status.as_u16(),
                 "request rejected"
             );
         }
         let body = Problem {
-            type_: format!("urn:tessera:problem:{}", self.code),
-            title: self.title.to_owned(),
-            status: self.status.as_u16(),
-            detail: self.detail.clone(),
-            code: self.code.to_owned(),
+            type_: format!("urn:tessera:problem:{}", this.code),
+            title: this.title.to_owned(),
+            status: this.status.as_u16(),
+            detail: this.detail.clone(),
+            code: this.code.to_owned(),
             request_id,
-            errors: self.errors.clone(),
+            errors: this.errors.clone(),
         };
-        let mut res = HttpResponse::build(self.status);
+        let mut res = HttpResponse::build(this.status);
         res.insert_header((
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         ));
         res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if let Some(secs) = self.retry_after {
+        if let Some(secs) = this.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         if matches!(
-            self.code,
+            this.code,
             "missing_token" | "invalid_token" | "token_expired" | "session_revoked"
         ) {
             res.insert_header((
                 header::WWW_AUTHENTICATE,
                 format!(
                     "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    self.code
+                    this.code
                 ),
             ));
         }

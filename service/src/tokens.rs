@@ -302,9 +302,11 @@ mod tests {
     #[test]
     fn production_without_key_refuses() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Settings::default();
-        s.environment = Environment::Production;
-        s.data_dir = dir.path().to_owned();
+        let mut s = Settings {
+            environment: Environment::Production,
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
         assert!(matches!(load_signing_key(&s), Err(KeyError::Missing)));
         s.environment = Environment::Development;
         let (k1, src) = load_signing_key(&s).unwrap();

@@ -1,1 +1,13 @@
+//! One test binary: the real server over HTTP on SQLite and PostgreSQL, with the real migrations.
 
+mod helpers;
+
+mod auth;
+mod concurrency;
+mod errors;
+mod me;
+mod migrations;
+mod openapi;
+mod ops;
+mod sessions;
+mod tokens;

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# API fuzzing with Schemathesis against a freshly started Tessera server.
+#
+# Usage:
+#   scripts/schemathesis.sh 'sqlite:///tmp/x/st.db?mode=rwc'   # any SQLite URL (directory must exist)
+#   scripts/schemathesis.sh postgres                         # fresh DB tessera_st_<random>, dropped at exit
+#   scripts/schemathesis.sh 'postgres://user@host:5432/db'    # an existing PostgreSQL database, used as is
+#   scripts/schemathesis.sh                                  # SQLite in a temporary directory
+#
+# Environment (all optional):
+#   TESSERA_BIN      server binary            (default /var/tmp/tessera-target/debug/tessera)
+#   TESSERA_VENV     virtualenv for the tool  (default /var/tmp/tessera-venv; created/reused)
+#   ST_EXAMPLES      examples per operation   (default 50)
+#   ST_TIMEOUT       hard bound on the whole schemathesis run, in seconds (default 270); hitting it fails
+#   ST_SEED          fixed random seed, to replay a run
+#   ST_WORKERS       schemathesis workers     (default 1: deterministic order, no self-inflicted load)
+#   ST_REPORT_DIR    if set, JUnit XML and a VCR cassette of every request are written there
+#   ST_PG_ADMIN_URL  admin connection for `postgres` (default postgres://postgres@127.0.0.1:5432/postgres)
+#
+# Exit status: 0 only when Schemathesis found no failure and no error; non-zero otherwise.
+set -euo pipefail
+
+SCHEMATHESIS_VERSION=4.32.5
+
+TESSERA_BIN=${TESSERA_BIN:-/var/tmp/tessera-target/debug/tessera}
+TESSERA_VENV=${TESSERA_VENV:-/var/tmp/tessera-venv}
+ST_EXAMPLES=${ST_EXAMPLES:-50}
+ST_TIMEOUT=${ST_TIMEOUT:-270}
+ST_WORKERS=${ST_WORKERS:-1}
+ST_PG_ADMIN_URL=${ST_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DB_ARG=${1:-}
+
+log() { printf '[schemathesis.sh] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+
+[ -x "$TESSERA_BIN" ] || die "no server binary at $TESSERA_BIN (build it: cargo build -p api)"
+command -v curl >/dev/null 2>&1 || die "curl is required"
+
+# --- state cleaned up by the trap -----------------------------------------------------------
+WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tessera-st.XXXXXX")
+SERVER_PID=
+PG_DB=
+cleanup() {
+    status=$?
+    set +e
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null
+        # Graceful shutdown first; SIGKILL if it has not gone within 10 s.
+        i=0
+        while kill -0 "$SERVER_PID" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -9 "$SERVER_PID" 2>/dev/null
+        wait "$SERVER_PID" 2>/dev/null
+    fi
+    if [ "$status" -ne 0 ] && [ -s "$WORK_DIR/server.log" ]; then
+        log "last lines of the server log (level ${TESSERA_LOG__LEVEL:-error}):"
+        tail -n 40 "$WORK_DIR/server.log" | cut -c1-2000 >&2
+    fi
+    if [ -n "$PG_DB" ]; then
+        psql "$ST_PG_ADMIN_URL" -qAt -v ON_ERROR_STOP=1 \
+            -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 \
+            || log "warning: could not drop database $PG_DB"
+    fi
+    rm -rf "$WORK_DIR"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tool ------------------------------------------------------------------------------------
+if [ ! -x "$TESSERA_VENV/bin/python" ]; then
+    log "creating virtualenv $TESSERA_VENV"
+    python3 -m venv "$TESSERA_VENV"
+fi
+if [ "$("$TESSERA_VENV/bin/python" -c 'import importlib.metadata as m
+try: print(m.version("schemathesis"))
+except Exception: print("")')" != "$SCHEMATHESIS_VERSION" ]; then
+    log "installing schemathesis==$SCHEMATHESIS_VERSION"
+    "$TESSERA_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+ST="$TESSERA_VENV/bin/schemathesis"
+
+# --- database --------------------------------------------------------------------------------
+case "$DB_ARG" in
+    postgres)
+        command -v psql >/dev/null 2>&1 || die "psql is required for a PostgreSQL run"
+        PG_DB="tessera_st_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+        psql "$ST_PG_ADMIN_URL" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
+        DATABASE_URL="${ST_PG_ADMIN_URL%/*}/$PG_DB"
+        ;;
+    "")
+        DATABASE_URL="sqlite://$WORK_DIR/st.db?mode=rwc"
+        ;;
+    sqlite:* | postgres://* | postgresql://*)
+        DATABASE_URL=$DB_ARG
+        ;;
+    *)
+        die "unknown database argument '$DB_ARG' (want a sqlite:/postgres:// URL or 'postgres')"
+        ;;
+esac
+log "database: $DATABASE_URL"
+
+# --- server ----------------------------------------------------------------------------------
+# --port 0: the kernel picks a free port atomically (no probe-then-bind race); the server prints
+# the URL it actually bound, which we read from its stdout.
+mkdir -p "$WORK_DIR/data"
+TESSERA_ENVIRONMENT=test \
+    TESSERA_PASSWORD__MEMORY_KIB=64 \
+    TESSERA_PASSWORD__ITERATIONS=1 \
+    TESSERA_DATA_DIR="$WORK_DIR/data" \
+    TESSERA_LOG__LEVEL="${TESSERA_LOG__LEVEL:-error}" \
+    NO_COLOR=1 \
+    DATABASE_URL="$DATABASE_URL" \
+    "$TESSERA_BIN" serve --bind 127.0.0.1 --port 0 >"$WORK_DIR/server.log" 2>&1 &
+SERVER_PID=$!
+
+BASE=
+i=0
+while [ "$i" -lt 300 ]; do # at most ~30 s for startup (migrations included) and readiness
+    kill -0 "$SERVER_PID" 2>/dev/null || die "the server exited during startup"
+    if [ -z "$BASE" ]; then
+        BASE=$(sed -n 's/^Tessera listening on \(http:[^ ]*\)$/\1/p' "$WORK_DIR/server.log" | head -n 1)
+    fi
+    if [ -n "$BASE" ] &&
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)" = 200 ]; then
+        break
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+[ "$i" -lt 300 ] || die "the server did not become ready within 30 s"
+log "server ready at $BASE (pid $SERVER_PID)"
+
+# --- a real account --------------------------------------------------------------------------
+ST_EMAIL="st-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')@example.com"
+ST_PASSWORD="St-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" # 27 random chars: not a common one
+export ST_EMAIL ST_PASSWORD
+
+code=$(curl -s -o "$WORK_DIR/register.json" -w '%{http_code}' --max-time 10 \
+    -H 'Content-Type: application/json' \
+    -d "{\"email\":\"$ST_EMAIL\",\"password\":\"$ST_PASSWORD\",\"display_name\":\"Schemathesis\"}" \
+    "$BASE/v1/auth/register")
+[ "$code" = 201 ] || die "register answered $code: $(cat "$WORK_DIR/register.json")"
+code=$(curl -s -o "$WORK_DIR/login.json" -w '%{http_code}' --max-time 10 \
+    -H 'Content-Type: application/json' \
+    -d "{\"email\":\"$ST_EMAIL\",\"password\":\"$ST_PASSWORD\"}" \
+    "$BASE/v1/auth/login")
+[ "$code" = 200 ] || die "login answered $code: $(cat "$WORK_DIR/login.json")"
+TOKEN=$("$TESSERA_VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' \
+    "$WORK_DIR/login.json")
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $TOKEN" "$BASE/v1/me")
+[ "$code" = 200 ] || die "GET /v1/me with the fresh token answered $code"
+log "signed in as $ST_EMAIL"
+
+# --- authentication during the run -----------------------------------------------------------
+# Four operations can kill the token they are called with or its siblings: POST /v1/auth/logout
+# (revokes the current session), DELETE /v1/me/sessions/{id} (the current one too, once the
+# stateful phase feeds it a real id from GET /v1/me/sessions), POST /v1/me/password and
+# DELETE /v1/me/sessions (revoke the other sessions). A fixed `-H "Authorization: Bearer ..."`
+# would therefore leave every case after the first successful logout with a dead token: those
+# cases would only ever exercise the 401 path, silently.
+#
+# So instead of -H (which also takes precedence over any auth provider and turns re-login off),
+# the run uses Schemathesis's own dynamic bearer auth for the `bearer` scheme of the spec: it
+# signs in with the account made above through POST /v1/auth/login, sends the `access_token` as
+# `Authorization: Bearer`, and when a response is 401 it signs in afresh and replays that
+# request once (`retry-on = [401]`). A request that still gets 401 with a brand-new token is kept
+# as is and reported normally, and cases that deliberately drop or corrupt the credentials (the
+# `ignored_auth` check) are never replayed. Every operation, the revoking ones included, stays
+# in the run with all checks: nothing is excluded.
+#
+# (The sign-in above, with its check of GET /v1/me, fails the script fast and clearly when the
+# account flow itself is broken, before any fuzzing starts.)
+cat >"$WORK_DIR/schemathesis.toml" <<'EOF'
+[auth.dynamic.openapi.bearer]
+path = "/v1/auth/login"
+method = "post"
+payload = { email = "${ST_EMAIL}", password = "${ST_PASSWORD}" }
+extract_selector = "/access_token"
+retry_on = [401]
+EOF
+
+# --- the run ---------------------------------------------------------------------------------
+# No --checks: in Schemathesis 4 every check is on by default (response_schema_conformance,
+# status_code_conformance, content_type_conformance, not_a_server_error, ignored_auth, ...);
+# `--checks all` spells that out. All phases (examples, coverage, fuzzing, stateful) run.
+# --continue-on-failure: an operation's first failure does not end its testing, so one finding
+# cannot hide another (e.g. a 500) behind it. -n bounds the examples per operation; `timeout` bounds the wall time (reaching it fails the
+# script). --max-time is not used: in this version it means "keep fuzzing until the budget is
+# spent", not a cap. --output-sanitize false: the account, its password and its tokens are
+# throwaway data of this run's own database, and the printed curl reproductions must be runnable.
+set -- --checks all \
+    --max-examples "$ST_EXAMPLES" \
+    --continue-on-failure \
+    --workers "$ST_WORKERS" \
+    --request-timeout 15 \
+    --generation-database none \
+    --output-sanitize false \
+    --no-color
+if [ -n "${ST_SEED:-}" ]; then set -- "$@" --seed "$ST_SEED"; fi
+if [ -n "${ST_REPORT_DIR:-}" ]; then
+    mkdir -p "$ST_REPORT_DIR"
+    set -- "$@" --report junit,vcr --report-dir "$ST_REPORT_DIR"
+fi
+
+log "schemathesis $SCHEMATHESIS_VERSION: $ST_EXAMPLES examples per operation, at most ${ST_TIMEOUT}s"
+started=$(date +%s)
+st_status=0
+# Run from the work directory so nothing the tool writes lands in the checkout.
+(cd "$WORK_DIR" && exec timeout --signal=INT --kill-after=15 "$ST_TIMEOUT" \
+    "$ST" --config-file "$WORK_DIR/schemathesis.toml" run "$BASE/openapi.json" "$@") || st_status=$?
+log "schemathesis finished in $(($(date +%s) - started))s with status $st_status"
+if [ "$st_status" -eq 124 ] || [ "$st_status" -eq 137 ]; then
+    log "error: the run hit ST_TIMEOUT=${ST_TIMEOUT}s"
+fi
+kill -0 "$SERVER_PID" 2>/dev/null || { log "error: the server died during the run"; st_status=1; }
+exit "$st_status"

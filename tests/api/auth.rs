@@ -1,0 +1,388 @@
+//! Register, login, refresh rotation with reuse detection, logout.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{assert_problem, TestApp, PASSWORD};
+
+both_backends!(
+    register_creates_a_user,
+    register_rejects_bad_input,
+    register_duplicate_email_is_409_case_insensitively,
+    login_returns_a_token_pair,
+    login_failures_do_not_reveal_whether_the_account_exists,
+    login_of_disabled_user_is_refused,
+    refresh_rotates_and_reuse_revokes_the_session,
+    refresh_rejects_unknown_tokens,
+    refresh_stops_at_once_for_disabled_users,
+    logout_revokes_the_session,
+);
+
+async fn register_creates_a_user(app: TestApp) {
+    let res = app
+        .register("  Grace.Hopper@Example.COM ", PASSWORD, " Grace Hopper ")
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["email"], "grace.hopper@example.com");
+    assert_eq!(body["display_name"], "Grace Hopper");
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["email_verified"], false);
+    assert!(body.get("password_hash").is_none() && body.get("password").is_none());
+    let id: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(id.get_version_num(), 7);
+    assert_eq!(app.audit_actions(id).await, vec!["user.registered"]);
+    // The stored hash is Argon2id with the configured (test) parameters, never the password.
+    let user = service::users::UserService::get(&app.ctx.db, id)
+        .await
+        .unwrap();
+    assert!(user
+        .password_hash
+        .starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+    assert!(!user.password_hash.contains(PASSWORD));
+}
+
+async fn register_rejects_bad_input(app: TestApp) {
+    let long = "x".repeat(129);
+    let ok_128 = "y".repeat(127) + "z";
+    let cases: Vec<(Value, StatusCode, &str, Option<&str>)> = vec![
+        (
+            json!({"email": "not-an-email", "password": PASSWORD, "display_name": "A"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            Some("email"),
+        ),
+        (
+            json!({"email": "a@example.com", "password": "short pass", "display_name": "A"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            Some("password"),
+        ),
+        (
+            json!({"email": "a@example.com", "password": long, "display_name": "A"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            Some("password"),
+        ),
+        (
+            json!({"email": "a@example.com", "password": "Password1234", "display_name": "A"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            Some("password"),
+        ),
+        (
+            json!({"email": "a@example.com", "password": PASSWORD, "display_name": "   "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            Some("display_name"),
+        ),
+        (
+            json!({"email": "a@example.com", "password": PASSWORD}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            None,
+        ),
+        (
+            json!({"email": "a@example.com", "password": PASSWORD, "display_name": 5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            None,
+        ),
+        (
+            json!({"email": "a@example.com", "password": PASSWORD, "display_name": "A", "status": "disabled"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            None,
+        ),
+        (
+            json!(["a@example.com"]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            None,
+        ),
+        (
+            json!(null),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            None,
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let res = app.post_json("/v1/auth/register", &body).await;
+        let problem = assert_problem(res, status, code).await;
+        if let Some(field) = field {
+            let fields: Vec<&str> = problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["field"].as_str().unwrap())
+                .collect();
+            assert_eq!(fields, vec![field], "{body}");
+        }
+    }
+    // Every bad field is reported at once.
+    let res = app
+        .post_json(
+            "/v1/auth/register",
+            &json!({"email": "nope", "password": "short", "display_name": ""}),
+        )
+        .await;
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let codes: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            "invalid_email",
+            "password_too_short",
+            "invalid_display_name"
+        ]
+    );
+    // 128 characters is allowed, and the password is not truncated: a 129th character matters.
+    let res = app.register("long@example.com", &ok_128, "Long").await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.login("long@example.com", &ok_128).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login("long@example.com", &(ok_128.clone() + "!"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login("long@example.com", &ok_128[..72]).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Nothing half-written: no user rows besides the one valid registration.
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    assert_eq!(
+        entity::users::Entity::find()
+            .count(&app.ctx.db)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+async fn register_duplicate_email_is_409_case_insensitively(app: TestApp) {
+    assert_eq!(
+        app.register("dup@example.com", PASSWORD, "One")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let res = app.register("DUP@example.com", PASSWORD, "Two").await;
+    assert_problem(res, StatusCode::CONFLICT, "email_taken").await;
+}
+
+async fn login_returns_a_token_pair(app: TestApp) {
+    app.register("ada@example.com", PASSWORD, "Ada").await;
+    let res = app.login("ADA@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["access_token"].as_str().unwrap().split('.').count(), 3);
+    assert!(body["refresh_token"].as_str().unwrap().len() >= 43);
+    let me = app
+        .get_authed("/v1/me", body["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["email"], "ada@example.com");
+    let user_id = me["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        app.audit_actions(user_id).await,
+        vec!["user.registered", "auth.login_succeeded"]
+    );
+    // Refresh tokens are stored only as hashes.
+    use sea_orm::EntityTrait;
+    let rows = entity::refresh_tokens::Entity::find()
+        .all(&app.ctx.db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_ne!(rows[0].token_hash, body["refresh_token"].as_str().unwrap());
+    assert_eq!(
+        rows[0].token_hash,
+        service::tokens::hash_token(body["refresh_token"].as_str().unwrap())
+    );
+}
+
+async fn login_failures_do_not_reveal_whether_the_account_exists(app: TestApp) {
+    app.register("known@example.com", PASSWORD, "Known").await;
+    let wrong_password = app
+        .login("known@example.com", "not the right password")
+        .await;
+    let unknown_email = app
+        .login("unknown@example.com", "not the right password")
+        .await;
+    let mut a = assert_problem(
+        wrong_password,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let mut b = assert_problem(
+        unknown_email,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    a.as_object_mut().unwrap().remove("request_id");
+    b.as_object_mut().unwrap().remove("request_id");
+    assert_eq!(a, b, "the two failures must be indistinguishable");
+    let res = app.login("not an email", PASSWORD).await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+}
+
+async fn login_of_disabled_user_is_refused(app: TestApp) {
+    let user = app.user("mallory").await;
+    service::users::UserService::set_status(
+        &app.ctx.db,
+        user.id,
+        service::users::UserStatus::Disabled,
+    )
+    .await
+    .unwrap();
+    let res = app.login(&user.email, PASSWORD).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "account_disabled").await;
+    // A wrong password still says only "invalid credentials".
+    let res = app.login(&user.email, "some other password").await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+}
+
+async fn refresh_rotates_and_reuse_revokes_the_session(app: TestApp) {
+    let user = app.user("rita").await;
+    let res = app.refresh(&user.refresh_token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let first: Value = res.json().await.unwrap();
+    let rotated = first["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rotated, user.refresh_token);
+    assert_eq!(first["session_id"], user.session_id.to_string());
+
+    let res = app.refresh(&rotated).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let second: Value = res.json().await.unwrap();
+    let newest = second["refresh_token"].as_str().unwrap().to_owned();
+
+    // Replaying an old token is reuse: the whole session ends, the newest token included.
+    let res = app.refresh(&user.refresh_token).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
+    let res = app.refresh(&newest).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    let res = app
+        .get_authed("/v1/me", second["access_token"].as_str().unwrap())
+        .await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "session_revoked").await;
+
+    use sea_orm::EntityTrait;
+    let session = entity::sessions::Entity::find_by_id(user.session_id)
+        .one(&app.ctx.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(session.revoked_at.is_some());
+    assert_eq!(
+        session.revoked_reason.as_deref(),
+        Some("refresh_token_reuse")
+    );
+    assert!(app
+        .audit_actions(user.id)
+        .await
+        .contains(&"auth.refresh_token_reused".to_owned()));
+}
+
+async fn refresh_rejects_unknown_tokens(app: TestApp) {
+    for token in ["", "garbage", &"A".repeat(43)] {
+        let res = app.refresh(token).await;
+        assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    }
+    let res = app.post_json("/v1/auth/refresh", &json!({})).await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+}
+
+async fn refresh_stops_at_once_for_disabled_users(app: TestApp) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    // Disabled behind the service's back (no session revoked): the next refresh notices.
+    let user = app.user("dora").await;
+    entity::users::Entity::update_many()
+        .col_expr(
+            entity::users::Column::Status,
+            Expr::value(service::users::UserStatus::Disabled),
+        )
+        .filter(entity::users::Column::Id.eq(user.id))
+        .exec(&app.ctx.db)
+        .await
+        .unwrap();
+    let res = app.refresh(&user.refresh_token).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "account_disabled").await;
+    let session = entity::sessions::Entity::find_by_id(user.session_id)
+        .one(&app.ctx.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.revoked_reason.as_deref(), Some("user_disabled"));
+
+    // Disabled through the service: every session ends at once, and re-enabling does not revive them.
+    let user = app.user("dana").await;
+    service::users::UserService::set_status(
+        &app.ctx.db,
+        user.id,
+        service::users::UserStatus::Disabled,
+    )
+    .await
+    .unwrap();
+    let res = app.refresh(&user.refresh_token).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    service::users::UserService::set_status(
+        &app.ctx.db,
+        user.id,
+        service::users::UserStatus::Active,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn logout_revokes_the_session(app: TestApp) {
+    let user = app.user("lou").await;
+    let other = app.sign_in(&user).await;
+    let res = app
+        .post_authed("/v1/auth/logout", &user.access_token, &json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.get_authed("/v1/me", &user.access_token).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "session_revoked").await;
+    let res = app.refresh(&user.refresh_token).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    // Other sessions are untouched.
+    assert_eq!(
+        app.get_authed("/v1/me", &other.access_token).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.refresh(&other.refresh_token).await.status(),
+        StatusCode::OK
+    );
+    let res = app
+        .client
+        .post(app.url("/v1/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, StatusCode::UNAUTHORIZED, "missing_token").await;
+}

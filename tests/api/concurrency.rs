@@ -1,0 +1,91 @@
+//! Races that must resolve to exactly one winner.
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{TestApp, PASSWORD};
+
+both_backends!(
+    concurrent_registrations_of_one_email,
+    concurrent_use_of_one_refresh_token
+);
+
+async fn concurrent_registrations_of_one_email(app: TestApp) {
+    let body = json!({"email": "race@example.com", "password": PASSWORD, "display_name": "Racer"});
+    let results = join_all((0..200).map(|_| app.post_json("/v1/auth/register", &body))).await;
+    let mut created = 0;
+    let mut conflicts = 0;
+    for res in results {
+        match res.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => conflicts += 1,
+            other => panic!(
+                "unexpected {other}: {}",
+                res.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    assert_eq!((created, conflicts), (1, 199));
+}
+
+async fn concurrent_use_of_one_refresh_token(app: TestApp) {
+    let user = app.user("racer").await;
+    let results = join_all((0..50).map(|_| app.refresh(&user.refresh_token))).await;
+    let mut ok = Vec::new();
+    for res in results {
+        match res.status() {
+            StatusCode::OK => ok.push(res.json::<serde_json::Value>().await.unwrap()),
+            StatusCode::UNAUTHORIZED => {}
+            other => panic!(
+                "unexpected {other}: {}",
+                res.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    assert_eq!(ok.len(), 1, "exactly one refresh may win");
+    // The others were reuse: the session ends revoked, and the winner's new token is dead too.
+    use sea_orm::EntityTrait;
+    let session = entity::sessions::Entity::find_by_id(user.session_id)
+        .one(&app.ctx.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(session.revoked_at.is_some());
+    let winner = ok[0]["refresh_token"].as_str().unwrap();
+    assert_eq!(app.refresh(winner).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// With the hashing pool saturated and its queue full, new sign-ins are shed at once with 503 and
+/// Retry-After rather than queued for seconds; nothing answers 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_503_and_retry_after() {
+    let app = crate::helpers::TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
+        s.password.memory_kib = 8 * 1024;
+        s.password.iterations = 3;
+        s.password.max_concurrent = Some(1);
+        s.password.max_queue = 2;
+        s.password.queue_timeout_ms = 200;
+    })
+    .await
+    .unwrap();
+    let user = app.user("olga").await;
+    let results = join_all((0..30).map(|_| app.login(&user.email, PASSWORD))).await;
+    let (mut ok, mut shed) = (0, 0);
+    for res in results {
+        match res.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(res.headers()["retry-after"], "1");
+                let body: serde_json::Value = res.json().await.unwrap();
+                assert_eq!(body["code"], "overloaded");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok >= 1, "some logins get through");
+    assert!(shed >= 1, "the rest are shed");
+    assert_eq!(ok + shed, 30);
+}

@@ -1,0 +1,305 @@
+//! `/v1/me`: profile reads, optimistic-locked updates, password change.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{assert_problem, TestApp, PASSWORD};
+
+both_backends!(
+    get_me_requires_a_token,
+    patch_me_with_version_or_if_match,
+    patch_me_failure_paths,
+    change_password_revokes_other_sessions,
+    change_password_failure_paths,
+);
+
+async fn patch(
+    app: &TestApp,
+    token: &str,
+    if_match: Option<&str>,
+    body: Value,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .patch(app.url("/v1/me"))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(v) = if_match {
+        req = req.header("if-match", v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn get_me_requires_a_token(app: TestApp) {
+    let res = app.get("/v1/me").await;
+    let body = assert_problem(res, StatusCode::UNAUTHORIZED, "missing_token").await;
+    assert!(body["detail"].is_string());
+    let user = app.user("ivy").await;
+    let res = app.get_authed("/v1/me", &user.access_token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(me["id"], user.id.to_string());
+}
+
+async fn patch_me_with_version_or_if_match(app: TestApp) {
+    let user = app.user("pat").await;
+    let res = patch(
+        &app,
+        &user.access_token,
+        None,
+        json!({"display_name": "Pat B", "version": 1}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(
+        (me["display_name"].as_str(), me["version"].as_i64()),
+        (Some("Pat B"), Some(2))
+    );
+
+    let res = patch(
+        &app,
+        &user.access_token,
+        Some("\"2\""),
+        json!({"metadata": {"theme": "dark"}}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(me["metadata"], json!({"theme": "dark"}));
+    assert_eq!(me["display_name"], "Pat B");
+    assert_eq!(me["version"], 3);
+
+    // Weak validators are accepted too.
+    let res = patch(
+        &app,
+        &user.access_token,
+        Some("W/\"3\""),
+        json!({"display_name": "Pat C"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // A writer holding an old version loses, and nothing changes.
+    let res = patch(
+        &app,
+        &user.access_token,
+        None,
+        json!({"display_name": "Stale", "version": 2}),
+    )
+    .await;
+    assert_problem(res, StatusCode::PRECONDITION_FAILED, "version_mismatch").await;
+    let me: Value = app
+        .get_authed("/v1/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["display_name"].as_str(), me["version"].as_i64()),
+        (Some("Pat C"), Some(4))
+    );
+    assert!(app
+        .audit_actions(user.id)
+        .await
+        .contains(&"user.profile_updated".to_owned()));
+}
+
+async fn patch_me_failure_paths(app: TestApp) {
+    let user = app.user("fay").await;
+    let t = &user.access_token;
+    let cases: Vec<(Option<&str>, Value, StatusCode, &str)> = vec![
+        (
+            None,
+            json!({"display_name": "X"}),
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition_required",
+        ),
+        (
+            Some("*"),
+            json!({"display_name": "X"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_if_match",
+        ),
+        (
+            Some("\"abc\""),
+            json!({"display_name": "X"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_if_match",
+        ),
+        (
+            Some("\"1\""),
+            json!({"display_name": "X", "version": 2}),
+            StatusCode::BAD_REQUEST,
+            "conflicting_versions",
+        ),
+        (
+            None,
+            json!({"version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_update",
+        ),
+        (
+            None,
+            json!({"display_name": "", "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"display_name": "x".repeat(101), "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"metadata": [1, 2], "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"metadata": {"big": "x".repeat(9000)}, "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"display_name": "X", "version": "1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            None,
+            json!({"email": "new@example.com", "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            None,
+            json!({"status": "active", "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            None,
+            json!({"display_name": "X", "version": 99}),
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+        ),
+    ];
+    for (if_match, body, status, code) in cases {
+        let res = patch(&app, t, if_match, body.clone()).await;
+        let got = res.status();
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(
+            (got, problem["code"].as_str().unwrap()),
+            (status, code),
+            "{if_match:?} {body}"
+        );
+    }
+    let me: Value = app.get_authed("/v1/me", t).await.json().await.unwrap();
+    assert_eq!(
+        (me["display_name"].as_str(), me["version"].as_i64()),
+        (Some("fay"), Some(1)),
+        "nothing was written"
+    );
+}
+
+async fn change_password_revokes_other_sessions(app: TestApp) {
+    let user = app.user("cass").await;
+    let other = app.sign_in(&user).await;
+    let new_password = "a brand new passphrase";
+    let res = app
+        .post_authed(
+            "/v1/me/password",
+            &user.access_token,
+            &json!({"current_password": PASSWORD, "new_password": new_password}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // The current session lives on; the other one is gone (access and refresh).
+    assert_eq!(
+        app.get_authed("/v1/me", &user.access_token).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get_authed("/v1/me", &other.access_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(&other.refresh_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login(&user.email, PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(&user.email, new_password).await.status(),
+        StatusCode::OK
+    );
+    assert!(app
+        .audit_actions(user.id)
+        .await
+        .contains(&"user.password_changed".to_owned()));
+}
+
+async fn change_password_failure_paths(app: TestApp) {
+    let user = app.user("finn").await;
+    let t = &user.access_token;
+    let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
+        (
+            json!({"current_password": "wrong password!", "new_password": "another fine passphrase"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "invalid_current_password",
+        ),
+        (
+            json!({"current_password": PASSWORD, "new_password": "too short"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "password_too_short",
+        ),
+        (
+            json!({"current_password": PASSWORD, "new_password": "qwerty123456"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "password_too_common",
+        ),
+        (
+            json!({"current_password": PASSWORD, "new_password": PASSWORD}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "password_unchanged",
+        ),
+    ];
+    for (body, status, code, field_code) in cases {
+        let res = app.post_authed("/v1/me/password", t, &body).await;
+        let problem = assert_problem(res, status, code).await;
+        assert_eq!(problem["errors"][0]["code"], field_code, "{body}");
+    }
+    let res = app
+        .post_authed("/v1/me/password", t, &json!({"current_password": PASSWORD}))
+        .await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let res = app
+        .post_json(
+            "/v1/me/password",
+            &json!({"current_password": PASSWORD, "new_password": "x"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "missing_token").await;
+    assert_eq!(
+        app.login(&user.email, PASSWORD).await.status(),
+        StatusCode::OK,
+        "the password is unchanged"
+    );
+}
