@@ -41,6 +41,12 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Reference measurements for the benchmarks (same binary, same build).
+    #[command(hide = true)]
+    Ceiling {
+        #[command(subcommand)]
+        action: CeilingAction,
+    },
     /// Operator actions.
     Admin {
         #[command(subcommand)]
@@ -61,6 +67,24 @@ enum MigrateAction {
     Status,
     /// Drop every table and apply all migrations again.
     Fresh,
+}
+
+#[derive(Subcommand)]
+enum CeilingAction {
+    /// Raw Argon2id verifications per second with the configured parameters.
+    Argon2 {
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// A plain actix JSON handler at GET /plain, nothing else, until killed.
+    PlainHttp {
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        #[arg(long)]
+        workers: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +149,45 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+        Command::Ceiling { action } => match action {
+            CeilingAction::Argon2 { threads, seconds } => {
+                let settings = load()?;
+                let threads = threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+                let rate = service::passwords::raw_verify_rate(
+                    &settings.password,
+                    threads,
+                    std::time::Duration::from_secs(seconds),
+                )?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "verifies_per_sec": rate,
+                        "threads": threads,
+                        "memory_kib": settings.password.memory_kib,
+                        "iterations": settings.password.iterations,
+                        "parallelism": settings.password.parallelism,
+                    })
+                );
+            }
+            CeilingAction::PlainHttp { port, workers } => {
+                let workers = workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+                actix_web::HttpServer::new(|| {
+                    actix_web::App::new().route(
+                        "/plain",
+                        actix_web::web::get().to(|| async {
+                            actix_web::HttpResponse::Ok()
+                                .json(serde_json::json!({ "status": "ok" }))
+                        }),
+                    )
+                })
+                .workers(workers)
+                .bind(("127.0.0.1", port))?
+                .run()
+                .await?;
+            }
+        },
         Command::Admin { action } => {
             let settings = load()?;
             let db = service::db::connect(&settings.database).await?;
