@@ -156,6 +156,44 @@ impl PasswordHasher {
     }
 }
 
+/// Raw Argon2id verification throughput with these parameters on `threads` OS threads for
+/// `duration`: the ceiling the login benchmark is compared against. No pool, no queue, no I/O.
+pub fn raw_verify_rate(
+    settings: &PasswordSettings,
+    threads: usize,
+    duration: Duration,
+) -> ServiceResult<f64> {
+    let params = Params::builder()
+        .memory(Memory::kib(u64::from(settings.memory_kib)))
+        .passes(settings.iterations)
+        .lanes(settings.parallelism)
+        .build()
+        .map_err(|e| ServiceError::unexpected_msg(format!("argon2 parameters: {e}")))?;
+    let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_with_random_salt(b"ceiling password")
+        .map_err(|e| ServiceError::unexpected_msg(format!("argon2: {e}")))?;
+    let start = std::time::Instant::now();
+    let deadline = start + duration;
+    let total: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                let phc = phc.as_str();
+                scope.spawn(move || {
+                    let mut n = 0u64;
+                    while std::time::Instant::now() < deadline {
+                        let _ =
+                            Argon2::verify_encoded(phc, b"ceiling password", Algorithm::Argon2id);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,42 +298,4 @@ mod tests {
             assert!(Argon2::verify_encoded(&theirs, b"other", Algorithm::Argon2id).is_err());
         }
     }
-}
-
-/// Raw Argon2id verification throughput with these parameters on `threads` OS threads for
-/// `duration`: the ceiling the login benchmark is compared against. No pool, no queue, no I/O.
-pub fn raw_verify_rate(
-    settings: &PasswordSettings,
-    threads: usize,
-    duration: Duration,
-) -> ServiceResult<f64> {
-    let params = Params::builder()
-        .memory(Memory::kib(u64::from(settings.memory_kib)))
-        .passes(settings.iterations)
-        .lanes(settings.parallelism)
-        .build()
-        .map_err(|e| ServiceError::unexpected_msg(format!("argon2 parameters: {e}")))?;
-    let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_with_random_salt(b"ceiling password")
-        .map_err(|e| ServiceError::unexpected_msg(format!("argon2: {e}")))?;
-    let start = std::time::Instant::now();
-    let deadline = start + duration;
-    let total: u64 = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                let phc = phc.as_str();
-                scope.spawn(move || {
-                    let mut n = 0u64;
-                    while std::time::Instant::now() < deadline {
-                        let _ =
-                            Argon2::verify_encoded(phc, b"ceiling password", Algorithm::Argon2id);
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-    });
-    Ok(total as f64 / start.elapsed().as_secs_f64())
 }

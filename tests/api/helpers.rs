@@ -59,6 +59,8 @@ pub enum TestDb {
         name: String,
         url: String,
     },
+    /// A database someone else creates and removes.
+    Borrowed { url: String },
 }
 
 impl TestDb {
@@ -98,7 +100,9 @@ impl TestDb {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+            TestDb::Sqlite { url, .. }
+            | TestDb::Postgres { url, .. }
+            | TestDb::Borrowed { url } => url,
         }
     }
 }
@@ -183,6 +187,21 @@ impl TestApp {
         tweak: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
         let db = TestDb::create(backend).await?;
+        Some(Self::start(db, tweak).await)
+    }
+
+    /// Spawns over an existing database that the caller owns.
+    pub async fn spawn_with_database(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::start(
+            TestDb::Borrowed {
+                url: url.to_owned(),
+            },
+            tweak,
+        )
+        .await
+    }
+
+    async fn start(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::for_tests(db.url().to_owned(), data_dir.path().to_owned());
         tweak(&mut settings);
@@ -196,13 +215,13 @@ impl TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        Some(TestApp {
+        TestApp {
             address,
             client,
             ctx,
             _db: Arc::new(db),
             _data_dir: data_dir,
-        })
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod concurrency;
 mod errors;
+mod faults;
 mod me;
 mod migrations;
 mod openapi;

@@ -1,0 +1,397 @@
+//! Fault tests: PostgreSQL stopped and restarted under write load; SQLite under concurrent writers;
+//! thousands of idle connections.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, PASSWORD};
+
+/// A private PostgreSQL cluster in a temporary directory, so stopping it disturbs no other test.
+struct PrivateCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateCluster {
+    fn bin_dir() -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("pg_ctl").exists())
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    }
+
+    /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        as_postgres(&self.bin.join(tool), args)
+    }
+
+    fn start_new() -> Option<Self> {
+        let bin = Self::bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tessera-pg-")
+            .tempdir()
+            .ok()?;
+        let port = free_port();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let cluster = Self { bin, dir, port };
+        let data = cluster.data();
+        if !cluster.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        ) {
+            return None;
+        }
+        cluster.start().then_some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn start(&self) -> bool {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"],
+        )
+    }
+
+    fn stop_immediate(&self) -> bool {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.stop_immediate();
+    }
+}
+
+fn as_postgres(program: &Path, args: &[&str]) -> bool {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    let status = if is_root {
+        Command::new("runuser")
+            .arg("-u")
+            .arg("postgres")
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .output()
+    } else {
+        Command::new(program).args(args).output()
+    };
+    match status {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "{} failed: {}",
+                program.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            false
+        }
+        Err(err) => {
+            eprintln!("{}: {err}", program.display());
+            false
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[derive(Default)]
+struct Tally {
+    acknowledged: Vec<String>,
+    unavailable: usize,
+    other: Vec<String>,
+    slowest: Duration,
+}
+
+/// Steady registrations while PostgreSQL is stopped hard and started again: 503 (never 500)
+/// while it is down, readiness follows, recovery within 10 s without a restart of the service,
+/// and every acknowledged registration is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_under_write_load() {
+    let Some(cluster) = PrivateCluster::start_new() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must be able to run a private PostgreSQL cluster (initdb/pg_ctl)");
+        }
+        eprintln!("skipping: no PostgreSQL binaries to run a private cluster");
+        return;
+    };
+    let url = cluster.url();
+    let request_timeout = Duration::from_secs(5);
+    let app = TestApp::spawn_with_database(&url, |s| {
+        s.server.request_timeout_ms = request_timeout.as_millis() as u64;
+        s.database.acquire_timeout_ms = 1_000;
+        s.database.connect_timeout_ms = 1_000;
+        s.database.max_connections = Some(8);
+    })
+    .await;
+    let app = Arc::new(app);
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let (app, tally, stop) = (app.clone(), tally.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let email = format!("w{w}-{i}@example.com");
+                    let started = Instant::now();
+                    let res = app
+                        .client
+                        .post(app.url("/v1/auth/register"))
+                        .timeout(Duration::from_secs(15))
+                        .json(&json!({"email": email, "password": PASSWORD, "display_name": "W"}))
+                        .send()
+                        .await;
+                    let elapsed = started.elapsed();
+                    {
+                        let mut t = tally.lock().unwrap();
+                        t.slowest = t.slowest.max(elapsed);
+                        match res.map(|r| r.status()) {
+                            Ok(StatusCode::CREATED) => t.acknowledged.push(email),
+                            Ok(StatusCode::SERVICE_UNAVAILABLE) => t.unavailable += 1,
+                            Ok(other) => t.other.push(format!("{email}: {other}")),
+                            Err(err) => t.other.push(format!("{email}: {err}")),
+                        }
+                    }
+                    if elapsed < Duration::from_millis(5) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = tally.lock().unwrap().acknowledged.len();
+    assert!(before > 0, "writes succeed before the outage");
+    assert!(cluster.stop_immediate(), "stop PostgreSQL");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let res = app
+        .client
+        .get(app.url("/readyz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready while the database is down"
+    );
+    let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "alive while the database is down"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        tally.lock().unwrap().unavailable > 0,
+        "writes answered 503 during the outage"
+    );
+
+    assert!(cluster.start(), "start PostgreSQL again");
+    let restarted = Instant::now();
+    loop {
+        let ready = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == StatusCode::OK);
+        if ready.unwrap_or(false) {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "recovered within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked_at_recovery = tally.lock().unwrap().acknowledged.len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    join_all(writers).await;
+
+    let tally = tally.lock().unwrap();
+    assert!(
+        tally.other.is_empty(),
+        "only 201 or 503 expected: {:?}",
+        tally.other
+    );
+    assert!(
+        tally.acknowledged.len() > acked_at_recovery,
+        "writes succeed again after recovery"
+    );
+    assert!(
+        tally.slowest < request_timeout + Duration::from_secs(2),
+        "no request hangs past its timeout (slowest {:?})",
+        tally.slowest
+    );
+    // Every acknowledged write is there exactly once.
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let stored: Vec<String> = entity::users::Entity::find()
+        .select_only()
+        .column(entity::users::Column::Email)
+        .filter(entity::users::Column::Email.is_in(tally.acknowledged.clone()))
+        .into_tuple()
+        .all(&app.ctx.db)
+        .await
+        .unwrap();
+    let unique: HashSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "no duplicates");
+    assert_eq!(
+        stored.len(),
+        tally.acknowledged.len(),
+        "every acknowledged write is stored"
+    );
+    eprintln!(
+        "outage test: {} acknowledged, {} answered 503, slowest {:?}",
+        tally.acknowledged.len(),
+        tally.unavailable,
+        tally.slowest
+    );
+}
+
+/// SQLite with many concurrent writers of every kind: nothing surfaces as a 5xx
+/// ("database is locked" included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_writers_never_fail() {
+    let app = Arc::new(TestApp::spawn(Backend::Sqlite).await.unwrap());
+    let users = join_all((0..10).map(|i| {
+        let app = app.clone();
+        async move { app.user(&format!("writer{i}")).await }
+    }))
+    .await;
+    let mut tasks = Vec::new();
+    for (i, user) in users.into_iter().enumerate() {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut refresh = user.refresh_token.clone();
+            for round in 0..10 {
+                let r = app
+                    .register(&format!("new{i}-{round}@example.com"), PASSWORD, "N")
+                    .await;
+                statuses.push(r.status());
+                let r = app.refresh(&refresh).await;
+                statuses.push(r.status());
+                let body: serde_json::Value = r.json().await.unwrap();
+                refresh = body["refresh_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let r = app
+                    .client
+                    .patch(app.url("/v1/me"))
+                    .bearer_auth(&user.access_token)
+                    .json(&json!({"metadata": {"round": round}, "version": round + 1}))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status());
+                let r = app.login(&user.email, PASSWORD).await;
+                statuses.push(r.status());
+            }
+            statuses
+        }));
+    }
+    let statuses: Vec<StatusCode> = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 400);
+    let bad: Vec<&StatusCode> = statuses.iter().filter(|s| !s.is_success()).collect();
+    assert!(bad.is_empty(), "all writes succeed: {bad:?}");
+}
+
+/// 2,000 idle connections do not starve real clients, and idle ones that never send a request
+/// are closed by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_exhaust_the_server() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.server.client_request_timeout_ms = 2_000
+    })
+    .await
+    .unwrap();
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let started = Instant::now();
+    let user = app.user("busy").await;
+    for _ in 0..20 {
+        assert_eq!(
+            app.get_authed("/v1/me", &user.access_token).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served promptly beside 2,000 idle connections"
+    );
+    // Slow-loris protection: the server drops connections that never send a request head.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let mut closed = 0;
+    for stream in &mut idle {
+        let mut buf = [0u8; 1];
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(Duration::from_millis(20), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(_)) => closed += 1, // a 408 response, then close
+            Err(_) => {}
+        }
+    }
+    assert!(
+        closed >= 1_990,
+        "idle connections closed by the server: {closed}"
+    );
+}
