@@ -207,6 +207,17 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Top-level keys of [`Settings`], the only ones read from `TESSERA_*` variables.
+const SECTIONS: [&str; 7] = [
+    "environment",
+    "data_dir",
+    "server",
+    "database",
+    "auth",
+    "password",
+    "log",
+];
+
 impl Settings {
     /// Loads defaults, then `config_file` (or `tessera.toml` if present), then the environment.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -224,7 +235,12 @@ impl Settings {
             None => figment = figment.merge(Toml::file("tessera.toml")),
         }
         figment = figment
-            .merge(Env::prefixed("TESSERA_").split("__").ignore(&["CONFIG"]))
+            // Other TESSERA_* variables (TESSERA_CONFIG, TESSERA_TEST_PG_URL, scripts' own) are not
+            // settings; typos inside a known section still fail.
+            .merge(Env::prefixed("TESSERA_").split("__").filter(|key| {
+                let section = key.as_str().split('.').next().unwrap_or_default();
+                SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+            }))
             .merge(
                 Env::raw()
                     .only(&["DATABASE_URL"])
@@ -283,5 +299,59 @@ impl Settings {
         s.password.max_queue = 1024;
         s.password.queue_timeout_ms = 30_000;
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_defaults_file_env_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tessera.toml",
+                "[server]\nport = 9000\nbind = \"0.0.0.0\"\n[auth]\naccess_token_ttl_secs = 60\n",
+            )?;
+            jail.set_env("TESSERA_SERVER__PORT", "9100");
+            jail.set_env("DATABASE_URL", "postgres://db.example/tessera");
+            jail.set_env("TESSERA_TEST_PG_URL", "postgres://ignored");
+            jail.set_env("TESSERA_CONFIG", "ignored");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.port, 9100, "env beats file");
+            assert_eq!(s.server.bind, "0.0.0.0", "file beats default");
+            assert_eq!(s.auth.access_token_ttl_secs, 60);
+            assert_eq!(s.database.url, "postgres://db.example/tessera");
+            assert_eq!(s.password.memory_kib, OWASP_MEMORY_KIB, "default kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_SERVER__PROT", "1");
+            assert!(Settings::load(None).is_err());
+            jail.set_env("TESSERA_SERVER__PROT", "");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_SERVER__PORT", "not-a-port");
+            assert!(Settings::load(None).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("tessera.toml", "[password]\nmemory_kib = 64\n")?;
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("OWASP"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let mut s = Settings::default();
+        s.auth.signing_key = Some(SecretString::from("c2VjcmV0LXNlZWQ=".to_owned()));
+        assert!(!format!("{s:?}").contains("c2VjcmV0LXNlZWQ="));
     }
 }
