@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::RwLock;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -65,6 +66,7 @@ pub struct TokenKeys {
     issuer: String,
     audience: String,
     access_ttl_secs: i64,
+    verified: VerifiedCache,
     pub source: KeySource,
 }
 
@@ -182,6 +184,7 @@ impl TokenKeys {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             access_ttl_secs: auth.access_token_ttl_secs,
+            verified: VerifiedCache::new(100_000, auth.leeway_secs as i64),
             source,
         })
     }
@@ -224,6 +227,18 @@ impl TokenKeys {
 
     /// Verifies signature, algorithm, `kid`, issuer, audience and time claims.
     pub fn verify_access(&self, token: &str) -> ServiceResult<AccessClaims> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = Utc::now().timestamp();
+        if let Some(claims) = self.verified.get(&digest, now) {
+            return Ok(claims);
+        }
+        let claims = self.verify_signed(token)?;
+        self.verified.insert(digest, claims.clone(), now);
+        Ok(claims)
+    }
+
+    /// The full check: header, signature and every claim.
+    fn verify_signed(&self, token: &str) -> ServiceResult<AccessClaims> {
         let invalid = || ServiceError::Unauthenticated("invalid_token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if header.alg != Algorithm::EdDSA {
@@ -243,6 +258,44 @@ impl TokenKeys {
                 }
             })?;
         Ok(data.claims)
+    }
+}
+
+/// Claims of tokens whose signature this process already checked, keyed by the token's SHA-256,
+/// until they expire: a client reusing its access token costs a hash and a lookup instead of an
+/// Ed25519 verification. Revocation is checked after this cache, so it changes nothing there.
+struct VerifiedCache {
+    entries: RwLock<HashMap<[u8; 32], AccessClaims>>,
+    capacity: usize,
+    leeway: i64,
+}
+
+impl VerifiedCache {
+    fn new(capacity: usize, leeway: i64) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            capacity,
+            leeway,
+        }
+    }
+
+    fn get(&self, digest: &[u8; 32], now: i64) -> Option<AccessClaims> {
+        let entries = self.entries.read().ok()?;
+        let claims = entries.get(digest)?;
+        // Time claims are re-checked on every use; the signature and the rest cannot change.
+        (claims.exp + self.leeway > now && claims.nbf - self.leeway <= now).then(|| claims.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], claims: AccessClaims, now: i64) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= self.capacity {
+                entries.retain(|_, c| c.exp + self.leeway > now);
+                if entries.len() >= self.capacity {
+                    entries.clear();
+                }
+            }
+            entries.insert(digest, claims);
+        }
     }
 }
 
@@ -282,6 +335,34 @@ mod tests {
             .unwrap(),
         );
         assert!(k.verify_access(&parts.join(".")).is_err());
+    }
+
+    #[test]
+    fn cached_tokens_still_expire() {
+        let auth = AuthSettings {
+            leeway_secs: 0,
+            ..AuthSettings::default()
+        };
+        let k = TokenKeys::new(
+            &SigningKey::from_bytes(&[7u8; 32]),
+            KeySource::Configured,
+            &auth,
+        )
+        .unwrap();
+        let past = Utc::now() - chrono::Duration::seconds(900 - 2);
+        let token = k
+            .issue_access(Uuid::now_v7(), Uuid::now_v7(), past)
+            .unwrap();
+        assert!(
+            k.verify_access(&token).is_ok(),
+            "valid for about two more seconds"
+        );
+        assert!(k.verify_access(&token).is_ok(), "served from the cache");
+        std::thread::sleep(std::time::Duration::from_millis(3_100));
+        assert!(
+            k.verify_access(&token).is_err(),
+            "expired even though cached"
+        );
     }
 
     #[test]
