@@ -40,6 +40,7 @@ command -v curl >/dev/null 2>&1 || die "curl is required"
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tessera-st.XXXXXX")
 SERVER_PID=
 PG_DB=
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     status=$?
     set +e
@@ -103,8 +104,11 @@ log "database: $DATABASE_URL"
 # --- server ----------------------------------------------------------------------------------
 # --port 0: the kernel picks a free port atomically (no probe-then-bind race); the server prints
 # the URL it actually bound, which we read from its stdout.
+# TESSERA_BIN/TESSERA_VENV are this script's own settings, not the server's: figment would read
+# any TESSERA_* variable as configuration (older binaries refuse to start on unknown keys).
 mkdir -p "$WORK_DIR/data"
-TESSERA_ENVIRONMENT=test \
+env -u TESSERA_BIN -u TESSERA_VENV \
+    TESSERA_ENVIRONMENT=test \
     TESSERA_PASSWORD__MEMORY_KIB=64 \
     TESSERA_PASSWORD__ITERATIONS=1 \
     TESSERA_DATA_DIR="$WORK_DIR/data" \
@@ -156,39 +160,66 @@ log "signed in as $ST_EMAIL"
 # Four operations can kill the token they are called with or its siblings: POST /v1/auth/logout
 # (revokes the current session), DELETE /v1/me/sessions/{id} (the current one too, once the
 # stateful phase feeds it a real id from GET /v1/me/sessions), POST /v1/me/password and
-# DELETE /v1/me/sessions (revoke the other sessions). A fixed `-H "Authorization: Bearer ..."`
-# would therefore leave every case after the first successful logout with a dead token: those
-# cases would only ever exercise the 401 path, silently.
+# DELETE /v1/me/sessions (revoke the other sessions). With one fixed
+# `-H "Authorization: Bearer <token>"`, every case after the first successful logout would carry
+# a dead token and only ever exercise the 401 path, silently.
 #
-# So instead of -H (which also takes precedence over any auth provider and turns re-login off),
-# the run uses Schemathesis's own dynamic bearer auth for the `bearer` scheme of the spec: it
-# signs in with the account made above through POST /v1/auth/login, sends the `access_token` as
-# `Authorization: Bearer`, and when a response is 401 it signs in afresh and replays that
-# request once (`retry-on = [401]`). A request that still gets 401 with a brand-new token is kept
-# as is and reported normally, and cases that deliberately drop or corrupt the credentials (the
-# `ignored_auth` check) are never replayed. Every operation, the revoking ones included, stays
-# in the run with all checks: nothing is excluded.
+# So the token is not passed with -H (a -H header also overrides any auth hook). Instead a
+# Schemathesis auth hook signs in afresh, with the account made above, for every generated test
+# case of an operation that declares `security` in the spec (refresh_interval=None: no cache),
+# and sends that case's own `Authorization: Bearer <access_token>`. No case can inherit a session
+# that an earlier case revoked, in any phase. (Schemathesis's built-in re-login on 401,
+# `[auth.dynamic]` with `retry-on`, was tried first: it is not applied in the stateful phase,
+# which then ran its remaining steps with a revoked token.) Every operation, the revoking ones
+# included, stays in the run with every check: nothing is excluded. Cases that deliberately drop
+# or corrupt the credentials (negative security data, the `ignored_auth` check) still do so.
 #
 # (The sign-in above, with its check of GET /v1/me, fails the script fast and clearly when the
 # account flow itself is broken, before any fuzzing starts.)
-cat >"$WORK_DIR/schemathesis.toml" <<'EOF'
-[auth.dynamic.openapi.bearer]
-path = "/v1/auth/login"
-method = "post"
-payload = { email = "${ST_EMAIL}", password = "${ST_PASSWORD}" }
-extract_selector = "/access_token"
-retry_on = [401]
+ST_BASE_URL=$BASE
+export ST_BASE_URL
+cat >"$WORK_DIR/tessera_auth.py" <<'EOF'
+import os
+
+import requests
+import schemathesis
+
+_LOGIN_URL = os.environ["ST_BASE_URL"] + "/v1/auth/login"
+_CREDENTIALS = {"email": os.environ["ST_EMAIL"], "password": os.environ["ST_PASSWORD"]}
+_HTTP = requests.Session()
+
+
+def _declares_security(ctx):
+    return bool(ctx.operation.definition.raw.get("security"))
+
+
+@schemathesis.auth(refresh_interval=None).apply_to(_declares_security)
+class FreshLogin:
+    """A new session, and so a live token, for every test case."""
+
+    def get(self, case, ctx):
+        response = _HTTP.post(_LOGIN_URL, json=_CREDENTIALS, timeout=15)
+        if response.status_code != 200:
+            raise RuntimeError(f"login answered {response.status_code}: {response.text[:500]}")
+        return response.json()["access_token"]
+
+    def set(self, case, data, ctx):
+        case.headers = dict(case.headers or {})
+        case.headers["Authorization"] = f"Bearer {data}"
 EOF
 
 # --- the run ---------------------------------------------------------------------------------
-# No --checks: in Schemathesis 4 every check is on by default (response_schema_conformance,
-# status_code_conformance, content_type_conformance, not_a_server_error, ignored_auth, ...);
-# `--checks all` spells that out. All phases (examples, coverage, fuzzing, stateful) run.
+# --checks all: in Schemathesis 4 every check is on by default anyway (not_a_server_error,
+# status_code_conformance, content_type_conformance, response_headers_conformance,
+# response_schema_conformance, positive/negative_data_*, unsupported_method, ignored_auth, ...);
+# `all` spells that out. All phases (examples, coverage, fuzzing, stateful) run.
 # --continue-on-failure: an operation's first failure does not end its testing, so one finding
-# cannot hide another (e.g. a 500) behind it. -n bounds the examples per operation; `timeout` bounds the wall time (reaching it fails the
+# cannot hide another (e.g. a 500) behind it.
+# -n bounds the examples per operation; `timeout` bounds the wall time (reaching it fails the
 # script). --max-time is not used: in this version it means "keep fuzzing until the budget is
-# spent", not a cap. --output-sanitize false: the account, its password and its tokens are
-# throwaway data of this run's own database, and the printed curl reproductions must be runnable.
+# spent", not a cap.
+# --output-sanitize false: the account, its password and its tokens are throwaway data of this
+# run's own database, and the printed curl reproductions must be runnable as printed.
 set -- --checks all \
     --max-examples "$ST_EXAMPLES" \
     --continue-on-failure \
@@ -207,8 +238,8 @@ log "schemathesis $SCHEMATHESIS_VERSION: $ST_EXAMPLES examples per operation, at
 started=$(date +%s)
 st_status=0
 # Run from the work directory so nothing the tool writes lands in the checkout.
-(cd "$WORK_DIR" && exec timeout --signal=INT --kill-after=15 "$ST_TIMEOUT" \
-    "$ST" --config-file "$WORK_DIR/schemathesis.toml" run "$BASE/openapi.json" "$@") || st_status=$?
+(cd "$WORK_DIR" && SCHEMATHESIS_HOOKS="$WORK_DIR/tessera_auth.py" exec timeout --signal=INT --kill-after=15 "$ST_TIMEOUT" \
+    "$ST" run "$BASE/openapi.json" "$@") || st_status=$?
 log "schemathesis finished in $(($(date +%s) - started))s with status $st_status"
 if [ "$st_status" -eq 124 ] || [ "$st_status" -eq 137 ]; then
     log "error: the run hit ST_TIMEOUT=${ST_TIMEOUT}s"
