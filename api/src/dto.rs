@@ -10,22 +10,34 @@ use service::users::User;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+// The schema patterns state exactly what `service::domain` parses, so generated clients and
+// fuzzers see the same rules the server applies.
+// EMAIL: see `service::domain::Email::parse`.
+// DISPLAY_NAME: no control characters, at least one non-space; see `DisplayName::parse`.
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(format = Email, example = "ada@example.com", max_length = 254)]
+    #[schema(format = Email, example = "ada@example.com", max_length = 254,
+        pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub email: String,
     /// 12 to 128 characters; not a commonly used password.
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128, example = "correct horse battery staple")]
     pub password: SecretString,
-    #[schema(min_length = 1, max_length = 100, example = "Ada Lovelace")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "Ada Lovelace",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub display_name: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(format = Email, example = "ada@example.com", max_length = 254)]
+    #[schema(format = Email, example = "ada@example.com", max_length = 254,
+        pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub email: String,
     #[schema(value_type = String, format = Password, max_length = 1024, example = "correct horse battery staple")]
     pub password: SecretString,
@@ -41,14 +53,81 @@ pub struct RefreshRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub display_name: Option<String>,
-    /// Free-form JSON object, at most 8 KiB serialized; replaces the stored object.
-    #[schema(value_type = Option<Object>)]
+    /// Replaces the stored metadata as a whole.
+    #[schema(schema_with = metadata_schema_nullable)]
     pub metadata: Option<serde_json::Value>,
-    /// The `version` you read; alternatively send it as `If-Match: "<version>"`.
-    #[schema(minimum = 1)]
-    pub version: Option<i32>,
+    /// The `version` you read; alternatively send it as `If-Match: "<version>"`. One of the two
+    /// is required (428 otherwise). Omitting both fields is a no-op that still checks the version.
+    #[serde(default, deserialize_with = "integral_version")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 2147483647)]
+    pub version: Option<i64>,
+}
+
+/// `metadata`: at most 20 string keys (1–40 characters, no control characters) with string values
+/// of at most 500 characters (no U+0000), exactly as `service::users::parse_metadata` checks.
+fn metadata_object(nullable: bool) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let string = |max: usize, min: Option<usize>, pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(max))
+            .min_length(min)
+            .pattern(Some(pattern))
+            .build()
+    };
+    let types = if nullable {
+        SchemaType::from_iter([Type::Object, Type::Null])
+    } else {
+        SchemaType::new(Type::Object)
+    };
+    ObjectBuilder::new()
+        .schema_type(types)
+        .max_properties(Some(service::users::MAX_METADATA_KEYS))
+        .property_names(Some(string(
+            service::users::MAX_METADATA_KEY_CHARS,
+            Some(1),
+            r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        )))
+        .additional_properties(Some(utoipa::openapi::schema::Schema::Object(string(
+            service::users::MAX_METADATA_VALUE_CHARS,
+            None,
+            r"^[^\u0000]*$",
+        ))))
+        .description(Some(
+            "Your own key/value strings: at most 20 keys of 1–40 characters, values of at most 500 characters",
+        ))
+        .build()
+}
+
+fn metadata_schema() -> utoipa::openapi::schema::Object {
+    metadata_object(false)
+}
+
+fn metadata_schema_nullable() -> utoipa::openapi::schema::Object {
+    metadata_object(true)
+}
+
+/// JSON Schema's `integer` includes `2.0`; accept any integral number, refuse fractions.
+fn integral_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+        _ => Err(D::Error::custom(format!(
+            "version must be an integer, got {n}"
+        ))),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -76,7 +155,7 @@ pub struct UserResponse {
     pub status: UserStatus,
     pub email_verified: bool,
     pub mfa_enabled: bool,
-    #[schema(value_type = Object)]
+    #[schema(schema_with = metadata_schema)]
     pub metadata: serde_json::Value,
     /// Optimistic-locking version; send it back when updating.
     pub version: i32,

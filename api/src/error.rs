@@ -145,6 +145,12 @@ impl From<ServiceError> for ApiError {
             )
             .detail("email or password is incorrect"),
             ServiceError::Unauthenticated(code) => Self::unauthenticated(code),
+            ServiceError::WrongCurrentPassword => Self::new(
+                StatusCode::FORBIDDEN,
+                "invalid_current_password",
+                "Forbidden",
+            )
+            .detail("the current password is not correct"),
             ServiceError::AccountDisabled => {
                 Self::new(StatusCode::FORBIDDEN, "account_disabled", "Forbidden")
                     .detail("this account is disabled")

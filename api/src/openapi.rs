@@ -79,7 +79,10 @@ fn add_common_errors(api: &mut OpenApiDoc) {
             &mut item.delete,
         ];
         for op in ops.into_iter().flatten() {
-            let mut extra: Vec<(&str, &str)> = Vec::new();
+            let mut extra: Vec<(&str, &str)> = vec![(
+                "405",
+                "Another method is expected on this path (`method_not_allowed`); see `Allow`",
+            )];
             if op.request_body.is_some() {
                 extra.push(("400", "Malformed JSON (`malformed_json`) or bad parameter"));
                 extra.push((

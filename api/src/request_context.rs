@@ -128,7 +128,86 @@ impl FromRequest for ClientMeta {
     }
 }
 
-/// 404 problem for paths that match no route.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found().detail("no such endpoint"))
+/// Which methods each documented path answers, built from the OpenAPI document, so a known path
+/// with the wrong method gets 405 and `Allow` rather than 404.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<(Vec<String>, Vec<&'static str>)>,
+}
+
+impl RouteTable {
+    pub fn from_openapi(api: &utoipa::openapi::OpenApi) -> Self {
+        let routes = api
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let segments = path
+                    .trim_matches('/')
+                    .split('/')
+                    .map(str::to_owned)
+                    .collect();
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(m, present)| present.then_some(m))
+                .collect();
+                (segments, methods)
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// The methods allowed on `path`, if any documented route matches it.
+    pub fn allowed(&self, path: &str) -> Option<Vec<&'static str>> {
+        let wanted: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let mut allowed: Vec<&'static str> = Vec::new();
+        for (segments, methods) in &self.routes {
+            let matches = segments.len() == wanted.len()
+                && segments
+                    .iter()
+                    .zip(&wanted)
+                    .all(|(s, w)| s == w || (s.starts_with('{') && !w.is_empty()));
+            if matches {
+                allowed.extend(
+                    methods
+                        .iter()
+                        .filter(|m| !allowed.contains(m))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        (!allowed.is_empty()).then_some(allowed)
+    }
+}
+
+/// Fallback for requests no route took: 405 with `Allow` for a known path, else 404.
+pub async fn no_route(req: HttpRequest, table: web::Data<RouteTable>) -> HttpResponse {
+    match table.allowed(req.path()) {
+        Some(methods) => {
+            let err = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+            .detail(format!(
+                "{} is not allowed here; use {}",
+                req.method(),
+                methods.join(", ")
+            ));
+            let mut res = actix_web::ResponseError::error_response(&err);
+            if let Ok(value) = HeaderValue::from_str(&methods.join(", ")) {
+                res.headers_mut().insert(header::ALLOW, value);
+            }
+            res
+        }
+        None => actix_web::ResponseError::error_response(
+            &ApiError::not_found().detail("no such endpoint"),
+        ),
+    }
 }

@@ -69,6 +69,7 @@ impl Application {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let api = openapi::build();
+        let routes = web::Data::new(request_context::RouteTable::from_openapi(&api));
         let ctx = web::Data::new(context.clone());
         let limits = web::Data::new(RequestLimits {
             timeout: Duration::from_millis(s.request_timeout_ms),
@@ -78,6 +79,7 @@ impl Application {
             App::new()
                 .app_data(ctx.clone())
                 .app_data(limits.clone())
+                .app_data(routes.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(json_limit)
@@ -91,7 +93,7 @@ impl Application {
                     ))
                 })
                 .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", api.clone()))
-                .default_service(web::to(request_context::not_found))
+                .default_service(web::to(request_context::no_route))
                 .wrap(from_fn(request_context::request_context))
                 .wrap(TracingLogger::default())
         })

@@ -21,6 +21,8 @@ pub enum ServiceError {
     InvalidCredentials,
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
+    #[error("the current password is not correct")]
+    WrongCurrentPassword,
     #[error("account disabled")]
     AccountDisabled,
     #[error("forbidden")]

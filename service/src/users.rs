@@ -35,23 +35,39 @@ pub struct ProfilePatch {
     pub metadata: Option<serde_json::Value>,
 }
 
-/// Largest `metadata` object accepted, serialized, in bytes.
-pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// `metadata` is a flat map of string keys to string values (as Stripe's metadata), so it is
+/// describable exactly in the API schema and storable identically on SQLite and PostgreSQL.
+pub const MAX_METADATA_KEYS: usize = 20;
+pub const MAX_METADATA_KEY_CHARS: usize = 40;
+pub const MAX_METADATA_VALUE_CHARS: usize = 500;
 
 pub fn parse_metadata(value: serde_json::Value) -> ServiceResult<serde_json::Value> {
-    if !value.is_object() {
-        return Err(ServiceError::validation(
-            "metadata",
-            "invalid_metadata",
-            "metadata must be a JSON object",
-        ));
+    let invalid = |msg: String| ServiceError::validation("metadata", "invalid_metadata", msg);
+    let Some(map) = value.as_object() else {
+        return Err(invalid("metadata must be a JSON object".into()));
+    };
+    if map.len() > MAX_METADATA_KEYS {
+        return Err(invalid(format!(
+            "metadata may have at most {MAX_METADATA_KEYS} keys"
+        )));
     }
-    if value.to_string().len() > MAX_METADATA_BYTES {
-        return Err(ServiceError::validation(
-            "metadata",
-            "metadata_too_large",
-            format!("metadata must serialize to at most {MAX_METADATA_BYTES} bytes"),
-        ));
+    for (key, v) in map {
+        let key_chars = key.chars().count();
+        if key_chars == 0 || key_chars > MAX_METADATA_KEY_CHARS || key.chars().any(char::is_control)
+        {
+            return Err(invalid(format!(
+                "metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters without control characters"
+            )));
+        }
+        let Some(text) = v.as_str() else {
+            return Err(invalid("metadata values must be strings".into()));
+        };
+        // PostgreSQL cannot store U+0000 in jsonb; refuse it on every backend alike.
+        if text.chars().count() > MAX_METADATA_VALUE_CHARS || text.contains('\0') {
+            return Err(invalid(format!(
+                "metadata values must be at most {MAX_METADATA_VALUE_CHARS} characters, without U+0000"
+            )));
+        }
     }
     Ok(value)
 }
@@ -130,9 +146,17 @@ impl UserService {
         ctx: &AppContext,
         meta: &RequestMeta,
         principal: &Principal,
-        expected_version: i32,
+        expected_version: Option<i32>,
         patch: ProfilePatch,
     ) -> ServiceResult<User> {
+        if patch.display_name.is_none() && patch.metadata.is_none() {
+            // Nothing to change (RFC 7396: an empty merge patch): still honour the precondition.
+            let user = Self::get(&ctx.db, principal.user_id).await?;
+            if expected_version.is_some_and(|v| v != user.version) {
+                return Err(ServiceError::VersionMismatch);
+            }
+            return Ok(user);
+        }
         let txn = ctx.db.begin().await?;
         let mut update = users::Entity::update_many()
             .col_expr(
@@ -149,12 +173,13 @@ impl UserService {
             update = update.col_expr(users::Column::Metadata, Expr::value(metadata));
             changed.push("metadata");
         }
-        let result = update
+        let mut update = update
             .filter(users::Column::Id.eq(principal.user_id))
-            .filter(users::Column::DeletedAt.is_null())
-            .filter(users::Column::Version.eq(expected_version))
-            .exec(&txn)
-            .await?;
+            .filter(users::Column::DeletedAt.is_null());
+        if let Some(version) = expected_version {
+            update = update.filter(users::Column::Version.eq(version));
+        }
+        let result = update.exec(&txn).await?;
         if result.rows_affected == 0 {
             // Either gone or changed since the client read it.
             Self::get(&txn, principal.user_id).await?;
@@ -187,13 +212,7 @@ impl UserService {
             .await?
         {
             Verification::Match { .. } => {}
-            Verification::Mismatch => {
-                return Err(ServiceError::validation(
-                    "current_password",
-                    "invalid_current_password",
-                    "the current password is not correct",
-                ))
-            }
+            Verification::Mismatch => return Err(ServiceError::WrongCurrentPassword),
         }
         if matches!(
             ctx.hasher

@@ -21,7 +21,7 @@ both_backends!(
 
 async fn register_creates_a_user(app: TestApp) {
     let res = app
-        .register("  Grace.Hopper@Example.COM ", PASSWORD, " Grace Hopper ")
+        .register("Grace.Hopper@Example.COM", PASSWORD, " Grace Hopper ")
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();

@@ -81,8 +81,36 @@ async fn unknown_routes_are_404_problems(app: TestApp) {
         let res = app.get(path).await;
         assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     }
-    let res = app.client.put(app.url("/v1/me")).send().await.unwrap();
-    assert!(res.status().is_client_error());
+    // A known path with the wrong method: 405 and the methods it does take.
+    for (method, path, allow) in [
+        ("PUT", "/v1/me", "GET, PATCH"),
+        ("TRACE", "/healthz", "GET"),
+        ("GET", "/v1/auth/login", "POST"),
+        (
+            "POST",
+            "/v1/me/sessions/0190a1b2-0000-7000-8000-000000000000",
+            "DELETE",
+        ),
+    ] {
+        let res = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(path),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .as_deref(),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    }
     let res = app.get("/healthz").await;
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().to_string(), id);

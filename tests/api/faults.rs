@@ -327,7 +327,7 @@ async fn sqlite_concurrent_writers_never_fail() {
                     .client
                     .patch(app.url("/v1/me"))
                     .bearer_auth(&user.access_token)
-                    .json(&json!({"metadata": {"round": round}, "version": round + 1}))
+                    .json(&json!({"metadata": {"round": round.to_string()}, "version": round + 1}))
                     .send()
                     .await
                     .unwrap();

@@ -10,6 +10,7 @@ both_backends!(
     get_me_requires_a_token,
     patch_me_with_version_or_if_match,
     patch_me_failure_paths,
+    patch_me_unconditional_and_empty,
     change_password_revokes_other_sessions,
     change_password_failure_paths,
 );
@@ -119,12 +120,6 @@ async fn patch_me_failure_paths(app: TestApp) {
             "precondition_required",
         ),
         (
-            Some("*"),
-            json!({"display_name": "X"}),
-            StatusCode::BAD_REQUEST,
-            "invalid_if_match",
-        ),
-        (
             Some("\"abc\""),
             json!({"display_name": "X"}),
             StatusCode::BAD_REQUEST,
@@ -135,12 +130,6 @@ async fn patch_me_failure_paths(app: TestApp) {
             json!({"display_name": "X", "version": 2}),
             StatusCode::BAD_REQUEST,
             "conflicting_versions",
-        ),
-        (
-            None,
-            json!({"version": 1}),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "empty_update",
         ),
         (
             None,
@@ -187,6 +176,60 @@ async fn patch_me_failure_paths(app: TestApp) {
         (
             None,
             json!({"display_name": "X", "version": 99}),
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+        ),
+        (
+            None,
+            json!({"metadata": {"big": "x".repeat(501)}, "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"metadata": {"n": 1}, "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"metadata": {"nul": "a\u{0}b"}, "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"metadata": {"": "empty key"}, "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"metadata": (0..21).map(|i| (i.to_string(), json!("v"))).collect::<serde_json::Map<_, _>>(), "version": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"display_name": "X", "version": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            None,
+            json!({"display_name": "X", "version": 1.5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            Some("\"0\""),
+            json!({"display_name": "X"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_if_match",
+        ),
+        (
+            None,
+            json!({"version": 7}),
             StatusCode::PRECONDITION_FAILED,
             "version_mismatch",
         ),
@@ -257,12 +300,6 @@ async fn change_password_failure_paths(app: TestApp) {
     let t = &user.access_token;
     let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
         (
-            json!({"current_password": "wrong password!", "new_password": "another fine passphrase"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            "invalid_current_password",
-        ),
-        (
             json!({"current_password": PASSWORD, "new_password": "too short"}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
@@ -281,6 +318,14 @@ async fn change_password_failure_paths(app: TestApp) {
             "password_unchanged",
         ),
     ];
+    let res = app
+        .post_authed(
+            "/v1/me/password",
+            t,
+            &json!({"current_password": "wrong password!", "new_password": "another fine passphrase"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN, "invalid_current_password").await;
     for (body, status, code, field_code) in cases {
         let res = app.post_authed("/v1/me/password", t, &body).await;
         let problem = assert_problem(res, status, code).await;
@@ -301,5 +346,34 @@ async fn change_password_failure_paths(app: TestApp) {
         app.login(&user.email, PASSWORD).await.status(),
         StatusCode::OK,
         "the password is unchanged"
+    );
+}
+
+async fn patch_me_unconditional_and_empty(app: TestApp) {
+    let user = app.user("una").await;
+    let t = &user.access_token;
+    // `If-Match: *` opts out of the version check.
+    let res = patch(&app, t, Some("*"), json!({"display_name": "Una B"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(
+        (me["display_name"].as_str(), me["version"].as_i64()),
+        (Some("Una B"), Some(2))
+    );
+    // Nothing to change: a no-op that still checks the version and bumps nothing.
+    let res = patch(&app, t, None, json!({"version": 2})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["version"], 2);
+    let res = patch(
+        &app,
+        t,
+        None,
+        json!({"version": 2.0, "display_name": null, "metadata": null}),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "2.0 is an integer in JSON Schema; null means absent"
     );
 }

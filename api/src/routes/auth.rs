@@ -1,10 +1,14 @@
 //! `/v1/auth/*`: register, sign in, rotate refresh tokens, sign out.
 
 use actix_web::{post, web, HttpResponse};
+use secrecy::ExposeSecret;
 use service::auth::AuthService;
 use service::domain::{DisplayName, Email, Password};
 use service::users::{NewUser, UserService};
-use service::AppContext;
+use service::{AppContext, ServiceError};
+
+/// Matches `maxLength` of `LoginRequest.password`.
+const MAX_LOGIN_PASSWORD_CHARS: usize = 1024;
 
 use crate::dto::{LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserResponse};
 use crate::error::{ApiError, Problem};
@@ -54,7 +58,7 @@ pub async fn register(
         (status = 200, description = "Signed in", body = TokenPair),
         (status = 401, description = "Email or password incorrect (`invalid_credentials`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Malformed email", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed email, or password longer than 1024 characters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/login")]
@@ -64,6 +68,15 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email)?;
+    if body.password.expose_secret().chars().count() > MAX_LOGIN_PASSWORD_CHARS {
+        // Longer than any password we accept; refuse before spending a hash on it.
+        return Err(ServiceError::validation(
+            "password",
+            "password_too_long",
+            "password is too long",
+        )
+        .into());
+    }
     let tokens = AuthService::login(&ctx, &meta.0, &email, &body.password).await?;
     Ok(no_store(HttpResponse::Ok()).json(TokenPair::from(tokens)))
 }

@@ -51,7 +51,8 @@ pub async fn get_me(
 #[utoipa::path(
     tag = "me",
     security(("bearer" = [])),
-    params(("If-Match" = Option<String>, Header, description = "Quoted version from the ETag, e.g. \"3\"")),
+    params(("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,8}")$"#,
+        description = "Quoted version from the ETag, e.g. \"3\"; `*` updates whatever the current version is")),
     responses(
         (status = 200, description = "Updated profile", body = UserResponse,
             headers(("ETag" = String, description = "Quoted new version"))),
@@ -59,7 +60,7 @@ pub async fn get_me(
         (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The profile changed since that version (`version_mismatch`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field, or nothing to update", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
         (status = 428, description = "No version given (`precondition_required`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -73,12 +74,6 @@ pub async fn update_me(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let version = expected_version(body.version, req.headers())?;
-    if body.display_name.is_none() && body.metadata.is_none() {
-        return Err(ApiError::unprocessable(
-            "empty_update",
-            "give display_name and/or metadata",
-        ));
-    }
     let (display_name, metadata) = all_ok((
         body.display_name
             .as_deref()
@@ -95,29 +90,52 @@ pub async fn update_me(
 }
 
 /// The version a client claims to have read: the body's `version`, else `If-Match`.
-fn expected_version(body_version: Option<i32>, headers: &HeaderMap) -> Result<i32, ApiError> {
+/// `Ok(None)` means `If-Match: *`: update whatever is current.
+fn expected_version(
+    body_version: Option<i64>,
+    headers: &HeaderMap,
+) -> Result<Option<i32>, ApiError> {
+    let body_version = body_version
+        .map(|v| {
+            i32::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| {
+                ServiceError::validation(
+                    "version",
+                    "invalid_version",
+                    "version must be between 1 and 2147483647",
+                )
+            })
+        })
+        .transpose()?;
     let header_version = match headers.get(header::IF_MATCH) {
         None => None,
         Some(value) => {
-            let parsed = value
-                .to_str()
-                .ok()
-                .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-                .and_then(|v| v.parse::<i32>().ok());
-            Some(parsed.ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_if_match",
-                    "If-Match must be a quoted version such as \"3\"",
-                )
-            })?)
+            let value = value.to_str().unwrap_or_default().trim();
+            if value == "*" {
+                Some(None)
+            } else {
+                let parsed = value
+                    .strip_prefix("W/")
+                    .unwrap_or(value)
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .filter(|v| *v >= 1);
+                Some(Some(parsed.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_if_match",
+                        "If-Match must be * or a quoted version such as \"3\"",
+                    )
+                })?))
+            }
         }
     };
     match (body_version, header_version) {
-        (Some(b), Some(h)) if b != h => Err(ApiError::bad_request(
+        (Some(b), Some(Some(h))) if b != h => Err(ApiError::bad_request(
             "conflicting_versions",
             "the body's version and If-Match disagree",
         )),
-        (Some(v), _) | (None, Some(v)) => Ok(v),
+        (Some(v), _) => Ok(Some(v)),
+        (None, Some(h)) => Ok(h),
         (None, None) => Err(ServiceError::PreconditionRequired.into()),
     }
 }
@@ -130,8 +148,9 @@ fn expected_version(body_version: Option<i32>, headers: &HeaderMap) -> Result<i3
         (status = 204, description = "Password changed; other sessions revoked"),
         (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is wrong (`invalid_current_password`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Changed concurrently by another request", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Wrong current password, or new password rejected by the policy", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "New password rejected by the policy", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/me/password")]

@@ -9,18 +9,19 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
 impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, ServiceError> {
+        // Limits apply to the raw value, as the API's schema states them; then it is trimmed.
         let trimmed = raw.trim();
         let invalid =
             |msg: String| ServiceError::validation("display_name", "invalid_display_name", msg);
         if trimmed.is_empty() {
             return Err(invalid("display_name must not be empty".into()));
         }
-        if trimmed.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        if raw.chars().count() > MAX_DISPLAY_NAME_CHARS {
             return Err(invalid(format!(
                 "display_name must be at most {MAX_DISPLAY_NAME_CHARS} characters"
             )));
         }
-        if trimmed.chars().any(char::is_control) {
+        if raw.chars().any(char::is_control) {
             return Err(invalid(
                 "display_name must not contain control characters".into(),
             ));
@@ -52,5 +53,10 @@ mod tests {
         assert!(DisplayName::parse("a\u{0}b").is_err());
         assert!(DisplayName::parse(&"é".repeat(100)).is_ok());
         assert!(DisplayName::parse(&"é".repeat(101)).is_err());
+        assert!(
+            DisplayName::parse(&format!(" {}", "é".repeat(100))).is_err(),
+            "raw length counts"
+        );
+        assert!(DisplayName::parse("tab\there").is_err());
     }
 }

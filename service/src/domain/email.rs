@@ -6,33 +6,39 @@ use crate::error::ServiceError;
 pub struct Email(String);
 
 impl Email {
+    /// Accepts exactly what the API's schema pattern accepts (see `EMAIL_PATTERN` in the api
+    /// crate): 1–64 characters before the `@` (no spaces or control characters), then at least two
+    /// dot-separated DNS labels (ASCII letters, digits, inner hyphens; punycode for IDNs).
     pub fn parse(raw: &str) -> Result<Self, ServiceError> {
         let invalid = |msg: &str| ServiceError::validation("email", "invalid_email", msg);
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
+        if raw.is_empty() {
             return Err(invalid("email is required"));
         }
-        if trimmed.len() > 254 {
+        if raw.chars().count() > 254 {
             return Err(invalid("email is longer than 254 characters"));
         }
-        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid(
                 "email must not contain spaces or control characters",
             ));
         }
-        let Some((local, domain)) = trimmed.rsplit_once('@') else {
+        let Some((local, domain)) = raw.split_once('@') else {
             return Err(invalid("email must contain @"));
         };
-        if local.is_empty() || local.len() > 64 || local.contains('@') {
+        if local.is_empty() || local.chars().count() > 64 {
             return Err(invalid("email has an invalid local part"));
         }
-        let labels_ok = domain
-            .split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
-        if !domain.contains('.') || !labels_ok {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !domain.contains('.') || !domain.split('.').all(label_ok) {
             return Err(invalid("email has an invalid domain"));
         }
-        Ok(Self(trimmed.to_lowercase()))
+        Ok(Self(raw.to_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -57,10 +63,11 @@ mod tests {
     #[test]
     fn accepts_and_lowercases() {
         assert_eq!(
-            Email::parse(" Ada@Example.COM ").unwrap().as_str(),
+            Email::parse("Ada@Example.COM").unwrap().as_str(),
             "ada@example.com"
         );
         assert!(Email::parse("a.b+tag@sub.example.org").is_ok());
+        assert!(Email::parse("x!#$%&'*+/=?^_{|}~@xn--bcher-kva.example").is_ok());
     }
 
     #[test]
@@ -78,6 +85,10 @@ mod tests {
             "a@x..com",
             "a@@x.com",
             "a@x.\u{0}com",
+            " a@example.com",
+            "a@exämple.com",
+            "a@localhost",
+            "a@example_x.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
