@@ -185,6 +185,7 @@ import requests
 import schemathesis
 
 _LOGIN_URL = os.environ["ST_BASE_URL"] + "/v1/auth/login"
+_ME_URL = os.environ["ST_BASE_URL"] + "/v1/me"
 _CREDENTIALS = {"email": os.environ["ST_EMAIL"], "password": os.environ["ST_PASSWORD"]}
 _HTTP = requests.Session()
 
@@ -206,6 +207,40 @@ class FreshLogin:
     def set(self, case, data, ctx):
         case.headers = dict(case.headers or {})
         case.headers["Authorization"] = f"Bearer {data}"
+
+
+# Optimistic locking: PATCH /v1/me needs the version the client last read (body `version` or
+# If-Match), which is server state no schema can generate, just like the token above. For
+# positive cases the harness does what a real client does: reads the current version and sends
+# it. Negative cases keep whatever the generator made (wrong types, 0, garbage If-Match...), and
+# stale versions (412) and missing ones (428) are covered by the black-box tests. This runs right
+# before each request is sent (the coverage phase authenticates a batch of cases ahead of time,
+# so a version read at that point would already be stale).
+def _is_positive(case):
+    try:
+        return case.meta is None or case.meta.generation.mode.is_positive
+    except AttributeError:
+        return True
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    if case.operation.method.upper() != "PATCH" or case.operation.path != "/v1/me":
+        return
+    if not _is_positive(case) or not isinstance(case.body, dict):
+        return
+    auth = (case.headers or {}).get("Authorization")
+    if not auth:
+        return
+    me = _HTTP.get(_ME_URL, headers={"Authorization": auth}, timeout=15)
+    if me.status_code != 200:
+        return
+    version = me.json()["version"]
+    if_match = case.headers.get("If-Match")
+    if if_match is not None and if_match != "*":
+        case.headers["If-Match"] = f'"{version}"'
+    if case.body.get("version") is not None or if_match is None:
+        case.body["version"] = version
 EOF
 
 # --- the run ---------------------------------------------------------------------------------

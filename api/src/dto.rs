@@ -19,7 +19,7 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     #[schema(format = Email, example = "ada@example.com", max_length = 254,
-        pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub email: String,
     /// 12 to 128 characters; not a commonly used password.
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128, example = "correct horse battery staple")]
@@ -37,7 +37,7 @@ pub struct RegisterRequest {
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     #[schema(format = Email, example = "ada@example.com", max_length = 254,
-        pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub email: String,
     #[schema(value_type = String, format = Password, max_length = 1024, example = "correct horse battery staple")]
     pub password: SecretString,

@@ -6,9 +6,11 @@ use crate::error::ServiceError;
 pub struct Email(String);
 
 impl Email {
-    /// Accepts exactly what the API's schema pattern accepts (see `EMAIL_PATTERN` in the api
-    /// crate): 1–64 characters before the `@` (no spaces or control characters), then at least two
-    /// dot-separated DNS labels (ASCII letters, digits, inner hyphens; punycode for IDNs).
+    /// Accepts exactly what the API's schema pattern accepts (see `RegisterRequest` in the api
+    /// crate): an RFC 5322 dot-atom before the `@` (ASCII letters, digits and
+    /// ``!#$%&'*+/=?^_`{|}~-``, dots only between them), then at least two dot-separated DNS labels
+    /// (ASCII letters, digits, inner hyphens; punycode for IDNs); at most 64 characters before the
+    /// `@` and 254 in all.
     pub fn parse(raw: &str) -> Result<Self, ServiceError> {
         let invalid = |msg: &str| ServiceError::validation("email", "invalid_email", msg);
         if raw.is_empty() {
@@ -25,7 +27,13 @@ impl Email {
         let Some((local, domain)) = raw.split_once('@') else {
             return Err(invalid("email must contain @"));
         };
-        if local.is_empty() || local.chars().count() > 64 {
+        let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+        // 64 is RFC 5321's limit, which the schema's `format: email` carries.
+        if local.len() > 64
+            || !local
+                .split('.')
+                .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+        {
             return Err(invalid("email has an invalid local part"));
         }
         let label_ok = |l: &str| {
@@ -89,10 +97,18 @@ mod tests {
             "a@exämple.com",
             "a@localhost",
             "a@example_x.com",
+            "ěþ@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a(b)@example.com",
+            "\"a b\"@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        let long = format!("{}@example.com", "a".repeat(65));
+        let long = format!("{}@example.com", "a".repeat(243));
         assert!(Email::parse(&long).is_err());
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(64))).is_ok());
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
     }
 }
