@@ -115,3 +115,33 @@ async fn unknown_routes_are_404_problems(app: TestApp) {
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().to_string(), id);
 }
+
+/// Request heads are bounded: more than 96 headers, or a head over 128 KiB, gets 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_refused() {
+    let app = TestApp::spawn(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let mut req = app.client.get(app.url("/healthz"));
+    for i in 0..120 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(
+        req.send().await.unwrap().status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-big", "a".repeat(140 * 1024))
+        .send()
+        .await;
+    match res {
+        Ok(res) => assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(err) => assert!(
+            err.is_request() || err.is_connect() || err.is_body(),
+            "{err}"
+        ),
+    }
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+}
