@@ -20,6 +20,16 @@ const CEILING_MEMORY_KIB: u64 = 256 * 1024;
 const CEILING_PASSES: u32 = 16;
 const CEILING_LANES: u32 = 8;
 
+/// The Argon2id parameters the settings ask for.
+fn configured_params(settings: &PasswordSettings) -> ServiceResult<Params> {
+    Params::builder()
+        .memory(Memory::kib(u64::from(settings.memory_kib)))
+        .passes(settings.iterations)
+        .lanes(settings.parallelism)
+        .build()
+        .map_err(|e| ServiceError::unexpected_msg(format!("argon2 parameters: {e}")))
+}
+
 pub struct PasswordHasher {
     argon: Argon2,
     ceiling: Params,
@@ -40,12 +50,7 @@ pub enum Verification {
 
 impl PasswordHasher {
     pub fn new(settings: &PasswordSettings) -> ServiceResult<Self> {
-        let params = Params::builder()
-            .memory(Memory::kib(u64::from(settings.memory_kib)))
-            .passes(settings.iterations)
-            .lanes(settings.parallelism)
-            .build()
-            .map_err(|e| ServiceError::unexpected_msg(format!("argon2 parameters: {e}")))?;
+        let params = configured_params(settings)?;
         let ceiling = Params::builder()
             .memory(Memory::kib(
                 CEILING_MEMORY_KIB.max(u64::from(settings.memory_kib)),
@@ -163,12 +168,7 @@ pub fn raw_verify_rate(
     threads: usize,
     duration: Duration,
 ) -> ServiceResult<f64> {
-    let params = Params::builder()
-        .memory(Memory::kib(u64::from(settings.memory_kib)))
-        .passes(settings.iterations)
-        .lanes(settings.parallelism)
-        .build()
-        .map_err(|e| ServiceError::unexpected_msg(format!("argon2 parameters: {e}")))?;
+    let params = configured_params(settings)?;
     let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_with_random_salt(b"ceiling password")
         .map_err(|e| ServiceError::unexpected_msg(format!("argon2: {e}")))?;
