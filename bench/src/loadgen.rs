@@ -1,0 +1,394 @@
+//! The in-crate load generator for requests that cannot repeat (unique registrations, chained
+//! refresh tokens): a fixed number of virtual clients, each sending its next request as soon as
+//! the previous one is answered, every latency kept and sorted for the percentiles.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::measure::{quantile, Measurement};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+pub fn client(pool: usize) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(pool.max(1))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+pub async fn register(client: &reqwest::Client, base: &str, email: &str) -> Result<()> {
+    let resp = client
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({ "email": email, "password": PASSWORD, "display_name": "Bench User" }))
+        .send()
+        .await?;
+    let status = resp.status();
+    if status.as_u16() != 201 {
+        bail!(
+            "register {email}: {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn login(client: &reqwest::Client, base: &str, email: &str) -> Result<TokenPair> {
+    let resp = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await?;
+    let status = resp.status();
+    if status.as_u16() != 200 {
+        bail!(
+            "login {email}: {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    resp.json().await.context("login response")
+}
+
+/// What one virtual client saw.
+#[derive(Default)]
+struct Recorder {
+    latencies_us: Vec<u64>,
+    statuses: BTreeMap<u16, u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    fn response(&mut self, status: u16, started: Instant) {
+        self.latencies_us.push(started.elapsed().as_micros() as u64);
+        *self.statuses.entry(status).or_default() += 1;
+    }
+
+    fn error(&mut self, err: &reqwest::Error) {
+        let kind = if err.is_timeout() {
+            "timeout"
+        } else if err.is_connect() {
+            "connect error"
+        } else if err.is_body() || err.is_decode() {
+            "body error"
+        } else {
+            "request error"
+        };
+        *self.errors.entry(kind.to_owned()).or_default() += 1;
+    }
+}
+
+fn merge(recs: Vec<Recorder>, elapsed: Duration) -> Measurement {
+    let mut all = Vec::new();
+    let mut m = Measurement {
+        elapsed_s: elapsed.as_secs_f64(),
+        ..Default::default()
+    };
+    for r in recs {
+        all.extend(r.latencies_us);
+        for (s, n) in r.statuses {
+            *m.statuses.entry(s).or_default() += n;
+        }
+        for (e, n) in r.errors {
+            *m.errors.entry(e).or_default() += n;
+        }
+    }
+    all.sort_unstable();
+    let ms = |us: u64| us as f64 / 1000.0;
+    m.p50_ms = quantile(&all, 0.50).map(ms);
+    m.p99_ms = quantile(&all, 0.99).map(ms);
+    m
+}
+
+async fn join_all(
+    handles: Vec<tokio::task::JoinHandle<Recorder>>,
+    started: Instant,
+) -> Result<Measurement> {
+    let mut recs = Vec::with_capacity(handles.len());
+    for h in handles {
+        recs.push(h.await.context("load task panicked")?);
+    }
+    Ok(merge(recs, started.elapsed()))
+}
+
+/// GET `url` from `clients` virtual clients for `duration`: the plain-handler ceiling measured
+/// with this same generator.
+pub async fn get_load(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+) -> Result<Measurement> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let handles = (0..clients)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match client.get(&url).send().await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            match resp.bytes().await {
+                                Ok(_) => rec.response(status, t),
+                                Err(e) => rec.error(&e),
+                            }
+                        }
+                        Err(e) => rec.error(&e),
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    join_all(handles, started).await
+}
+
+/// Registrations with unique emails from `clients` virtual clients for `duration`.
+pub async fn register_load(
+    client: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+    clients: usize,
+    duration: Duration,
+) -> Result<Measurement> {
+    let url = format!("{base}/v1/auth/register");
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let handles = (0..clients)
+        .map(|_| {
+            let (client, url, next, run_id) =
+                (client.clone(), url.clone(), next.clone(), run_id.to_owned());
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                while Instant::now() < deadline {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let body = json!({
+                        "email": format!("reg-{run_id}-{n}@example.com"),
+                        "password": PASSWORD,
+                        "display_name": format!("Bench {n}"),
+                    });
+                    let t = Instant::now();
+                    match client.post(&url).json(&body).send().await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            match resp.bytes().await {
+                                Ok(_) => rec.response(status, t),
+                                Err(e) => rec.error(&e),
+                            }
+                        }
+                        Err(e) => rec.error(&e),
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    join_all(handles, started).await
+}
+
+/// The single-use check of the refresh scenario.
+#[derive(Debug, Default, Clone)]
+pub struct ReuseCheck {
+    /// Refresh tokens presented during the timed run (each exactly once, by construction).
+    pub presented: u64,
+    /// Tokens presented twice at the same moment after the run.
+    pub races: u64,
+    /// Already-used tokens presented again after the run.
+    pub replays: u64,
+    /// 200 answers for a token that had already been presented (must be 0).
+    pub accepted_twice: u64,
+    /// The same refresh token handed out twice (must be 0).
+    pub issued_twice: u64,
+    /// Clients that had to sign in again after a failed refresh.
+    pub relogins: u64,
+}
+
+struct RefreshClient {
+    current: String,
+    /// The token presented before `current`, already used.
+    previous: Option<String>,
+}
+
+struct Ledger {
+    presented: HashSet<String>,
+    issued: HashSet<String>,
+    check: ReuseCheck,
+}
+
+/// Signs `n` clients in as `email`, a few at a time so the password pool never refuses them.
+pub async fn sign_in_clients(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    n: usize,
+) -> Result<Vec<TokenPair>> {
+    stream::iter(0..n)
+        .map(|_| login(client, base, email))
+        .buffer_unordered(4)
+        .try_collect()
+        .await
+        .context("signing in the refresh clients")
+}
+
+/// Each virtual client (one per signed-in pair) chains refreshes for `duration`, always
+/// presenting the token from its previous answer. Afterwards each client either presents its
+/// current token twice concurrently or replays its previous one: any second acceptance is counted
+/// in [`ReuseCheck::accepted_twice`].
+pub async fn refresh_load(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    pairs: Vec<TokenPair>,
+    duration: Duration,
+) -> Result<(Measurement, ReuseCheck)> {
+    let url = format!("{base}/v1/auth/refresh");
+    let ledger = Arc::new(Mutex::new(Ledger {
+        presented: HashSet::new(),
+        issued: pairs.iter().map(|p| p.refresh_token.clone()).collect(),
+        check: ReuseCheck::default(),
+    }));
+
+    let started = Instant::now();
+    let deadline = started + duration;
+    let handles: Vec<_> = pairs
+        .into_iter()
+        .map(|pair| {
+            let (client, url, ledger, base, email) = (
+                client.clone(),
+                url.clone(),
+                ledger.clone(),
+                base.to_owned(),
+                email.to_owned(),
+            );
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                let mut me = RefreshClient {
+                    current: pair.refresh_token,
+                    previous: None,
+                };
+                while Instant::now() < deadline {
+                    let token = me.current.clone();
+                    let first_time = {
+                        let mut l = ledger.lock().expect("ledger");
+                        l.check.presented += 1;
+                        l.presented.insert(token.clone())
+                    };
+                    let t = Instant::now();
+                    let answer = match client
+                        .post(&url)
+                        .json(&json!({ "refresh_token": token }))
+                        .send()
+                        .await
+                    {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            match resp.bytes().await {
+                                Ok(body) => {
+                                    rec.response(status, t);
+                                    Some((status, body))
+                                }
+                                Err(e) => {
+                                    rec.error(&e);
+                                    None
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            rec.error(&e);
+                            None
+                        }
+                    };
+                    let next = match &answer {
+                        Some((200, body)) => serde_json::from_slice::<TokenPair>(body).ok(),
+                        _ => None,
+                    };
+                    match next {
+                        Some(pair) => {
+                            let mut l = ledger.lock().expect("ledger");
+                            if !first_time {
+                                l.check.accepted_twice += 1;
+                            }
+                            if !l.issued.insert(pair.refresh_token.clone()) {
+                                l.check.issued_twice += 1;
+                            }
+                            drop(l);
+                            me.previous =
+                                Some(std::mem::replace(&mut me.current, pair.refresh_token));
+                        }
+                        None => {
+                            // The token's fate is unknown (refused, timed out): start a new
+                            // session rather than risk presenting a used token.
+                            ledger.lock().expect("ledger").check.relogins += 1;
+                            match login(&client, &base, &email).await {
+                                Ok(pair) => {
+                                    me.current = pair.refresh_token;
+                                    me.previous = None;
+                                }
+                                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                            }
+                        }
+                    }
+                }
+                (rec, me)
+            })
+        })
+        .collect();
+
+    let mut recs = Vec::with_capacity(handles.len());
+    let mut finals = Vec::with_capacity(handles.len());
+    for h in handles {
+        let (rec, me) = h.await.context("refresh task panicked")?;
+        recs.push(rec);
+        finals.push(me);
+    }
+    let measurement = merge(recs, started.elapsed());
+
+    // Reuse probes, outside the timed window.
+    let status_of = |token: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .post(&url)
+                .json(&json!({ "refresh_token": token }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    // Half the clients present their current token twice at once (one must lose); the other
+    // half replay the token they used before, while their session is still live.
+    let mut check = ledger.lock().expect("ledger").check.clone();
+    for (i, me) in finals.into_iter().enumerate() {
+        match me.previous {
+            Some(prev) if i % 2 == 1 => {
+                check.replays += 1;
+                if status_of(prev).await? == 200 {
+                    check.accepted_twice += 1;
+                }
+            }
+            _ => {
+                let (a, b) = tokio::join!(status_of(me.current.clone()), status_of(me.current));
+                check.races += 1;
+                let accepted = [a?, b?].iter().filter(|&&s| s == 200).count() as u64;
+                check.accepted_twice += accepted.saturating_sub(1);
+            }
+        }
+    }
+    Ok((measurement, check))
+}

@@ -1,0 +1,359 @@
+//! The processes a run starts (the server, the plain-handler ceiling, oha, the Argon2 ceiling),
+//! stopping them on every exit path, and sampling a process's CPU and RSS from /proc.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Pids of short-lived tools (oha, the Argon2 ceiling) currently running, so an interrupt can end
+/// them too; long-lived children are ended by their guards.
+fn running_tools() -> &'static Mutex<HashSet<u32>> {
+    static RUNNING: OnceLock<Mutex<HashSet<u32>>> = OnceLock::new();
+    RUNNING.get_or_init(Default::default)
+}
+
+/// Sends SIGTERM to every tool still running (interrupt path).
+pub fn terminate_running_tools() {
+    let pids: Vec<u32> = running_tools()
+        .lock()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    for pid in pids {
+        signal(pid, "TERM");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Runs a bounded tool to completion off the async executor and returns its output.
+pub async fn run_tool(mut cmd: Command) -> Result<Output> {
+    let shown = format!("{cmd:?}");
+    tokio::task::spawn_blocking(move || -> Result<Output> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {shown}"))?;
+        let pid = child.id();
+        if let Ok(mut set) = running_tools().lock() {
+            set.insert(pid);
+        }
+        let out = child.wait_with_output();
+        if let Ok(mut set) = running_tools().lock() {
+            set.remove(&pid);
+        }
+        let out = out.with_context(|| format!("waiting for {shown}"))?;
+        if !out.status.success() {
+            bail!(
+                "{shown} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// A long-running child (server, plain handler) that is stopped when dropped.
+pub struct ChildGuard {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
+        let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Fails (with the end of its log) if the process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited unexpectedly ({status}); last log lines:\n{}",
+                    self.name,
+                    self.log_tail(20)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGTERM, up to 3 s for a graceful exit, then SIGKILL.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        signal(child.id(), "TERM");
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A scratch directory (server working dir, data dir, logs), removed when dropped.
+pub struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    pub fn create() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-bench-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().format("%Y%m%d%H%M%S")
+        ));
+        fs::create_dir_all(dir.join("data"))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// CPU and memory used by a process (and optionally the PostgreSQL backends serving it) over one
+/// measurement window. CPU is in percent of one core (200% = both cores of a 2-core machine).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu_pct: f64,
+    pub max_rss_kib: u64,
+    pub pg_cpu_pct: Option<f64>,
+}
+
+pub struct Sampler {
+    pid: u32,
+    pg_db: Option<String>,
+    started: Instant,
+    start_ticks: u64,
+    pg_start: BTreeMap<u32, u64>,
+    stop: Arc<AtomicBool>,
+    max_rss: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid`; with `pg_db`, also the PostgreSQL backends connected to that database.
+    pub fn start(pid: u32, pg_db: Option<&str>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_rss = Arc::new(AtomicU64::new(rss_kib(pid).unwrap_or(0)));
+        let thread = {
+            let (stop, max_rss) = (stop.clone(), max_rss.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(rss) = rss_kib(pid) {
+                        max_rss.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Self {
+            pid,
+            pg_db: pg_db.map(str::to_owned),
+            started: Instant::now(),
+            start_ticks: cpu_ticks(pid).unwrap_or(0),
+            pg_start: pg_db.map(pg_backend_ticks).unwrap_or_default(),
+            stop,
+            max_rss,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> Usage {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let wall = self.started.elapsed().as_secs_f64().max(1e-3);
+        let hz = clock_ticks_per_sec() as f64;
+        let end_ticks = cpu_ticks(self.pid).unwrap_or(self.start_ticks);
+        let pct = |ticks: u64| ticks as f64 / hz / wall * 100.0;
+        let pg_cpu_pct = self.pg_db.as_deref().map(|db| {
+            let used: u64 = pg_backend_ticks(db)
+                .into_iter()
+                .map(|(pid, end)| end.saturating_sub(*self.pg_start.get(&pid).unwrap_or(&0)))
+                .sum();
+            pct(used)
+        });
+        if let Some(rss) = rss_kib(self.pid) {
+            self.max_rss.fetch_max(rss, Ordering::Relaxed);
+        }
+        Usage {
+            cpu_pct: pct(end_ticks.saturating_sub(self.start_ticks)),
+            max_rss_kib: self.max_rss.load(Ordering::Relaxed),
+            pg_cpu_pct,
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Fraction of all cores' time spent busy (not idle or waiting for I/O) over `window`.
+pub async fn cpu_busy_fraction(window: Duration) -> Option<f64> {
+    fn totals() -> Option<(u64, u64)> {
+        let stat = fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+        // guest time is already counted in user/nice.
+        let total: u64 = v.iter().take(8).sum();
+        Some((idle, total))
+    }
+    let (idle0, total0) = totals()?;
+    tokio::time::sleep(window).await;
+    let (idle1, total1) = totals()?;
+    let total = total1.checked_sub(total0)?.max(1);
+    let idle = idle1.saturating_sub(idle0);
+    Some(1.0 - idle as f64 / total as f64)
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; the fields after the last ')' do not.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// CPU ticks of every PostgreSQL backend whose process title names `db`.
+fn pg_backend_ticks(db: &str) -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let title = String::from_utf8_lossy(&cmdline);
+        // Backends set their title to "postgres: <cluster>: <user> <db> <client> <state>".
+        if title.starts_with("postgres:") && title.split_whitespace().any(|w| w == db) {
+            if let Some(t) = cpu_ticks(pid) {
+                out.insert(pid, t);
+            }
+        }
+    }
+    out
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    static HZ: OnceLock<u64> = OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&hz| hz > 0)
+            .unwrap_or(100)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_cpu_and_rss() {
+        let me = std::process::id();
+        assert!(cpu_ticks(me).is_some());
+        assert!(rss_kib(me).unwrap() > 0);
+        let start = cpu_ticks(me).unwrap();
+        let s = Sampler::start(me, None);
+        // Spin until the process has been charged some CPU (however busy the machine is).
+        let spin = Instant::now();
+        while cpu_ticks(me).unwrap() < start + 3 && spin.elapsed() < Duration::from_secs(10) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let u = s.finish();
+        assert!(u.cpu_pct > 0.0, "{u:?}");
+        assert!(u.max_rss_kib > 0);
+        assert!(u.pg_cpu_pct.is_none());
+    }
+}
