@@ -212,7 +212,14 @@ impl ResponseError for ApiError {
             .request_id
             .clone()
             .or_else(request_context::current_request_id);
-        if this.status.is_server_error() {
+        if this.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Expected under overload or an outage; one line per refusal would flood the log.
+            tracing::debug!(
+                code = this.code,
+                request_id = request_id.as_deref(),
+                "request refused"
+            );
+        } else if this.status.is_server_error() {
             let chain = this.source.as_ref().map(error_chain).unwrap_or_default();
             tracing::error!(code = this.code, request_id = request_id.as_deref(), error = %chain, "request failed");
         } else {

@@ -5,7 +5,8 @@ use entity::users::UserStatus;
 use entity::{refresh_tokens, sessions, users};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -48,10 +49,15 @@ impl AuthService {
         email: &Email,
         password: &SecretString,
     ) -> ServiceResult<IssuedTokens> {
+        let slot = ctx.hasher.reserve().await?;
         let user = UserService::find_by_email(&ctx.db, email).await?;
         let verdict = ctx
             .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .verify_in(
+                slot,
+                password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+            )
             .await?;
         let (user, needs_rehash) = match (user, verdict) {
             (Some(user), Verification::Match { needs_rehash }) => (user, needs_rehash),
@@ -98,34 +104,48 @@ impl AuthService {
         let hash = hash_token(presented.expose_secret());
         let now = Utc::now();
 
+        // Six round trips: BEGIN, claim the token, touch the live session, read the user's status,
+        // store the successor, COMMIT. The claim is the atomic step that makes a token single use.
         let txn = ctx.db.begin().await?;
         let claimed = refresh_tokens::Entity::update_many()
             .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
             .filter(refresh_tokens::Column::TokenHash.eq(hash.clone()))
             .filter(refresh_tokens::Column::UsedAt.is_null())
             .filter(refresh_tokens::Column::ExpiresAt.gt(now))
-            .exec(&txn)
+            .exec_with_returning(&txn)
             .await?;
-        if claimed.rows_affected == 0 {
+        let Some(token) = claimed.into_iter().next() else {
             txn.rollback().await?;
             return Err(Self::refresh_refused(ctx, meta, &hash).await?);
-        }
-        let token = refresh_tokens::Entity::find()
-            .filter(refresh_tokens::Column::TokenHash.eq(hash))
-            .one(&txn)
+        };
+        let session = sessions::Entity::update_many()
+            .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
+            .col_expr(sessions::Column::Ip, Expr::value(meta.ip.clone()))
+            .col_expr(
+                sessions::Column::UserAgent,
+                Expr::value(clip(&meta.user_agent, MAX_USER_AGENT_CHARS)),
+            )
+            .filter(sessions::Column::Id.eq(token.session_id))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(now))
+            .exec_with_returning(&txn)
             .await?
-            .ok_or_else(|| ServiceError::unexpected_msg("claimed refresh token vanished"))?;
-        let session = sessions::Entity::find_by_id(token.session_id)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| ServiceError::unexpected_msg("refresh token without session"))?;
-        if session.revoked_at.is_some() || session.expires_at <= now {
+            .into_iter()
+            .next();
+        let Some(session) = session else {
+            // Revoked or expired: the token stays consumed.
             txn.commit().await?;
             return Err(invalid);
-        }
-        let user = UserService::get(&txn, session.user_id).await?;
-        if user.status != UserStatus::Active {
-            SessionService::revoke_all_except(&txn, user.id, None, "user_disabled").await?;
+        };
+        let status: Option<UserStatus> = users::Entity::find_by_id(session.user_id)
+            .filter(users::Column::DeletedAt.is_null())
+            .select_only()
+            .column(users::Column::Status)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        if status != Some(UserStatus::Active) {
+            SessionService::revoke_all_except(&txn, session.user_id, None, "user_disabled").await?;
             txn.commit().await?;
             SessionService::forget_locally(ctx, &[session.id]);
             return Err(ServiceError::AccountDisabled);
@@ -142,18 +162,8 @@ impl AuthService {
             session.expires_at,
         )
         .await?;
-        sessions::Entity::update_many()
-            .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
-            .col_expr(sessions::Column::Ip, Expr::value(meta.ip.clone()))
-            .col_expr(
-                sessions::Column::UserAgent,
-                Expr::value(clip(&meta.user_agent, MAX_USER_AGENT_CHARS)),
-            )
-            .filter(sessions::Column::Id.eq(session.id))
-            .exec(&txn)
-            .await?;
         txn.commit().await?;
-        Self::tokens(ctx, user.id, session.id, refresh, now)
+        Self::tokens(ctx, session.user_id, session.id, refresh, now)
     }
 
     /// Revokes the caller's current session.

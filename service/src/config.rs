@@ -26,6 +26,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub password: PasswordSettings,
+    pub cache: CacheSettings,
     pub log: LogSettings,
 }
 
@@ -38,6 +39,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             auth: AuthSettings::default(),
             password: PasswordSettings::default(),
+            cache: CacheSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -168,8 +170,28 @@ impl Default for PasswordSettings {
             iterations: OWASP_ITERATIONS,
             parallelism: 1,
             max_concurrent: None,
-            max_queue: 64,
-            queue_timeout_ms: 2_000,
+            max_queue: 32,
+            queue_timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// How long this instance may serve a user's profile (`GET /v1/me`) from memory. Writes made
+    /// through this instance take effect at once; writes through another instance show here
+    /// within this time. 0 turns the cache off.
+    pub user_ttl_ms: u64,
+    /// Most users kept.
+    pub user_capacity: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            user_ttl_ms: 1_000,
+            user_capacity: 100_000,
         }
     }
 }
@@ -208,7 +230,8 @@ pub enum ConfigError {
 }
 
 /// Top-level keys of [`Settings`], the only ones read from `TESSERA_*` variables.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
+    "cache",
     "environment",
     "data_dir",
     "server",

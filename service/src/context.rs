@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
@@ -11,6 +12,7 @@ use crate::config::Settings;
 use crate::error::ServiceResult;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
+use crate::users::User;
 
 /// Who made a request, for sessions and the audit log.
 #[derive(Debug, Clone, Default)]
@@ -27,17 +29,23 @@ pub struct AppContext {
     pub hasher: Arc<PasswordHasher>,
     pub keys: Arc<TokenKeys>,
     pub revoked: Arc<RevokedSessions>,
+    pub users: Arc<UserCache>,
 }
 
 impl AppContext {
     pub fn new(db: DatabaseConnection, settings: Settings, keys: TokenKeys) -> ServiceResult<Self> {
         let hasher = PasswordHasher::new(&settings.password)?;
+        let users = UserCache::new(
+            Duration::from_millis(settings.cache.user_ttl_ms),
+            settings.cache.user_capacity,
+        );
         Ok(Self {
             db,
             settings: Arc::new(settings),
             hasher: Arc::new(hasher),
             keys: Arc::new(keys),
             revoked: Arc::new(RevokedSessions::default()),
+            users: Arc::new(users),
         })
     }
 }
@@ -64,5 +72,50 @@ impl RevokedSessions {
             .read()
             .map(|map| map.get(session_id).is_some_and(|until| *until > Utc::now()))
             .unwrap_or(false)
+    }
+}
+
+/// Recently read users, for a short time (`cache.user_ttl_ms`); see [`crate::config::CacheSettings`].
+#[derive(Debug)]
+pub struct UserCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: RwLock<HashMap<Uuid, (Instant, User)>>,
+}
+
+impl UserCache {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, id: &Uuid) -> Option<User> {
+        let entries = self.entries.read().ok()?;
+        let (stored_at, user) = entries.get(id)?;
+        (stored_at.elapsed() < self.ttl).then(|| user.clone())
+    }
+
+    pub fn put(&self, user: &User) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= self.capacity {
+                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                if entries.len() >= self.capacity {
+                    entries.clear();
+                }
+            }
+            entries.insert(user.id, (Instant::now(), user.clone()));
+        }
+    }
+
+    pub fn forget(&self, id: &Uuid) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(id);
+        }
     }
 }

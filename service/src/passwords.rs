@@ -42,6 +42,9 @@ pub struct PasswordHasher {
     dummy_hash: String,
 }
 
+/// A reserved place in the hashing pool; released when dropped.
+pub struct HashSlot(OwnedSemaphorePermit);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
     Match { needs_rehash: bool },
@@ -102,22 +105,38 @@ impl PasswordHasher {
         candidate: &SecretString,
         stored: Option<&str>,
     ) -> ServiceResult<Verification> {
+        let slot = self.reserve().await?;
+        self.verify_in(slot, candidate, stored).await
+    }
+
+    /// Waits for a hashing slot (or refuses at once when the queue is full). Taking the slot
+    /// before any other work means overload is refused before it costs a database query.
+    pub async fn reserve(&self) -> ServiceResult<HashSlot> {
+        self.acquire().await.map(HashSlot)
+    }
+
+    /// [`Self::verify`] in a slot reserved earlier.
+    pub async fn verify_in(
+        &self,
+        slot: HashSlot,
+        candidate: &SecretString,
+        stored: Option<&str>,
+    ) -> ServiceResult<Verification> {
         let known = stored.is_some();
         let phc = stored.unwrap_or(&self.dummy_hash).to_owned();
         let needs_rehash = !phc.starts_with(&self.current_prefix);
         let candidate = candidate.clone();
         let ceiling = self.ceiling;
-        let ok = self
-            .run(move || {
-                Ok(Argon2::verify_encoded_bounded(
-                    &phc,
-                    candidate.expose_secret().as_bytes(),
-                    Algorithm::Argon2id,
-                    &ceiling,
-                )
-                .is_ok())
-            })
-            .await?;
+        let ok = Self::run_in(slot.0, move || {
+            Ok(Argon2::verify_encoded_bounded(
+                &phc,
+                candidate.expose_secret().as_bytes(),
+                Algorithm::Argon2id,
+                &ceiling,
+            )
+            .is_ok())
+        })
+        .await?;
         Ok(if ok && known {
             Verification::Match { needs_rehash }
         } else {
@@ -130,6 +149,13 @@ impl PasswordHasher {
         work: impl FnOnce() -> ServiceResult<T> + Send + 'static,
     ) -> ServiceResult<T> {
         let permit = self.acquire().await?;
+        Self::run_in(permit, work).await
+    }
+
+    async fn run_in<T: Send + 'static>(
+        permit: OwnedSemaphorePermit,
+        work: impl FnOnce() -> ServiceResult<T> + Send + 'static,
+    ) -> ServiceResult<T> {
         tokio::task::spawn_blocking(move || {
             let out = work();
             drop(permit);

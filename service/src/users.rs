@@ -129,6 +129,16 @@ impl UserService {
             .ok_or(ServiceError::NotFound)
     }
 
+    /// A live user, served from this instance's short-lived cache when it can be.
+    pub async fn get_cached(ctx: &AppContext, id: Uuid) -> ServiceResult<User> {
+        if let Some(user) = ctx.users.get(&id) {
+            return Ok(user);
+        }
+        let user = Self::get(&ctx.db, id).await?;
+        ctx.users.put(&user);
+        Ok(user)
+    }
+
     pub async fn find_by_email(
         conn: &impl ConnectionTrait,
         email: &Email,
@@ -155,6 +165,7 @@ impl UserService {
             if expected_version.is_some_and(|v| v != user.version) {
                 return Err(ServiceError::VersionMismatch);
             }
+            ctx.users.put(&user);
             return Ok(user);
         }
         let txn = ctx.db.begin().await?;
@@ -182,6 +193,8 @@ impl UserService {
         let result = update.exec(&txn).await?;
         if result.rows_affected == 0 {
             // Either gone or changed since the client read it.
+            // The client read an old version, maybe from a cache here: drop it.
+            ctx.users.forget(&principal.user_id);
             Self::get(&txn, principal.user_id).await?;
             return Err(ServiceError::VersionMismatch);
         }
@@ -193,6 +206,7 @@ impl UserService {
             .await?;
         let user = Self::get(&txn, principal.user_id).await?;
         txn.commit().await?;
+        ctx.users.put(&user);
         Ok(user)
     }
 
@@ -262,6 +276,7 @@ impl UserService {
             .await?;
         txn.commit().await?;
         crate::sessions::SessionService::forget_locally(ctx, &revoked);
+        ctx.users.forget(&user.id);
         Ok(())
     }
 

@@ -377,3 +377,60 @@ async fn patch_me_unconditional_and_empty(app: TestApp) {
         "2.0 is an integer in JSON Schema; null means absent"
     );
 }
+
+/// `GET /v1/me` may come from this instance's cache for `cache.user_ttl_ms`; a change made
+/// elsewhere (here: straight in the database) shows once that time has passed, and this
+/// instance's own writes show at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_profile_reads_expire() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
+        s.cache.user_ttl_ms = 300
+    })
+    .await
+    .unwrap();
+    let user = app.user("cora").await;
+    let me: Value = app
+        .get_authed("/v1/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["display_name"], "cora");
+    entity::users::Entity::update_many()
+        .col_expr(
+            entity::users::Column::DisplayName,
+            Expr::value("changed elsewhere"),
+        )
+        .filter(entity::users::Column::Id.eq(user.id))
+        .exec(&app.ctx.db)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let me: Value = app
+        .get_authed("/v1/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["display_name"], "changed elsewhere");
+    let res = patch(
+        &app,
+        &user.access_token,
+        None,
+        json!({"display_name": "mine", "version": 1}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let me: Value = app
+        .get_authed("/v1/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["display_name"].as_str(), me["version"].as_i64()),
+        (Some("mine"), Some(2))
+    );
+}

@@ -41,7 +41,7 @@ pub async fn get_me(
     ctx: web::Data<AppContext>,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let user = UserService::get(&ctx.db, auth.0.user_id).await?;
+    let user = UserService::get_cached(&ctx, auth.0.user_id).await?;
     Ok(user_response(user))
 }
 
