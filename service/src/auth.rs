@@ -3,10 +3,9 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::users::UserStatus;
 use entity::{refresh_tokens, sessions, users};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -100,7 +99,6 @@ impl AuthService {
         meta: &RequestMeta,
         presented: &SecretString,
     ) -> ServiceResult<IssuedTokens> {
-        let invalid = ServiceError::Unauthenticated("invalid_refresh_token");
         let hash = hash_token(presented.expose_secret());
         let now = Utc::now();
 
@@ -118,6 +116,13 @@ impl AuthService {
             txn.rollback().await?;
             return Err(Self::refresh_refused(ctx, meta, &hash).await?);
         };
+        // Touch the session only if it is live and its user may still sign in.
+        let active_users = Query::select()
+            .column(users::Column::Id)
+            .from(users::Entity)
+            .and_where(users::Column::Status.eq(UserStatus::Active))
+            .and_where(users::Column::DeletedAt.is_null())
+            .to_owned();
         let session = sessions::Entity::update_many()
             .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
             .col_expr(sessions::Column::Ip, Expr::value(meta.ip.clone()))
@@ -128,28 +133,17 @@ impl AuthService {
             .filter(sessions::Column::Id.eq(token.session_id))
             .filter(sessions::Column::RevokedAt.is_null())
             .filter(sessions::Column::ExpiresAt.gt(now))
+            .filter(sessions::Column::UserId.in_subquery(active_users))
             .exec_with_returning(&txn)
             .await?
             .into_iter()
             .next();
         let Some(session) = session else {
-            // Revoked or expired: the token stays consumed.
+            // The token stays consumed either way; find out which refusal applies.
+            let refusal = Self::dead_session(&txn, ctx, token.session_id, now).await?;
             txn.commit().await?;
-            return Err(invalid);
+            return Err(refusal);
         };
-        let status: Option<UserStatus> = users::Entity::find_by_id(session.user_id)
-            .filter(users::Column::DeletedAt.is_null())
-            .select_only()
-            .column(users::Column::Status)
-            .into_tuple()
-            .one(&txn)
-            .await?;
-        if status != Some(UserStatus::Active) {
-            SessionService::revoke_all_except(&txn, session.user_id, None, "user_disabled").await?;
-            txn.commit().await?;
-            SessionService::forget_locally(ctx, &[session.id]);
-            return Err(ServiceError::AccountDisabled);
-        }
 
         let refresh = new_refresh_token();
         Self::insert_refresh(
@@ -164,6 +158,26 @@ impl AuthService {
         .await?;
         txn.commit().await?;
         Self::tokens(ctx, session.user_id, session.id, refresh, now)
+    }
+
+    /// Why a session cannot be refreshed: revoked or expired (401), or its user was disabled or
+    /// deleted (403, and every session of that user is revoked now).
+    async fn dead_session(
+        txn: &impl ConnectionTrait,
+        ctx: &AppContext,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<ServiceError> {
+        let invalid = ServiceError::Unauthenticated("invalid_refresh_token");
+        let Some(session) = sessions::Entity::find_by_id(session_id).one(txn).await? else {
+            return Ok(invalid);
+        };
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Ok(invalid);
+        }
+        SessionService::revoke_all_except(txn, session.user_id, None, "user_disabled").await?;
+        SessionService::forget_locally(ctx, &[session.id]);
+        Ok(ServiceError::AccountDisabled)
     }
 
     /// Revokes the caller's current session.
