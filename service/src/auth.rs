@@ -48,7 +48,7 @@ impl AuthService {
         email: &Email,
         password: &SecretString,
     ) -> ServiceResult<IssuedTokens> {
-        let slot = ctx.hasher.reserve().await?;
+        let slot = ctx.hasher.reserve()?;
         let user = UserService::find_by_email(&ctx.db, email).await?;
         let verdict = ctx
             .hasher

@@ -38,12 +38,21 @@ pub struct PasswordHasher {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_queue: usize,
+    /// Verifications admitted (running, queued, or doing their database lookup first).
+    admitted: Arc<AtomicUsize>,
+    admit_limit: usize,
     queue_timeout: Duration,
     dummy_hash: String,
 }
 
 /// A reserved place in the hashing pool; released when dropped.
-pub struct HashSlot(OwnedSemaphorePermit);
+pub struct HashSlot(Arc<AtomicUsize>);
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
@@ -81,6 +90,8 @@ impl PasswordHasher {
             slots: Arc::new(Semaphore::new(concurrency)),
             waiting: AtomicUsize::new(0),
             max_queue: settings.max_queue,
+            admitted: Arc::new(AtomicUsize::new(0)),
+            admit_limit: concurrency + settings.max_queue,
             queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
             dummy_hash,
         })
@@ -105,14 +116,21 @@ impl PasswordHasher {
         candidate: &SecretString,
         stored: Option<&str>,
     ) -> ServiceResult<Verification> {
-        let slot = self.reserve().await?;
+        let slot = self.reserve()?;
         self.verify_in(slot, candidate, stored).await
     }
 
-    /// Waits for a hashing slot (or refuses at once when the queue is full). Taking the slot
-    /// before any other work means overload is refused before it costs a database query.
-    pub async fn reserve(&self) -> ServiceResult<HashSlot> {
-        self.acquire().await.map(HashSlot)
+    /// Admits one verification, or refuses at once when as many are already running or queued
+    /// as the pool takes. Admitting before any other work means overload is refused before it
+    /// costs a database query, without holding a CPU slot idle during that query.
+    pub fn reserve(&self) -> ServiceResult<HashSlot> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.admit_limit {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(ServiceError::Overloaded {
+                retry_after_secs: 1,
+            });
+        }
+        Ok(HashSlot(self.admitted.clone()))
     }
 
     /// [`Self::verify`] in a slot reserved earlier.
@@ -127,7 +145,8 @@ impl PasswordHasher {
         let needs_rehash = !phc.starts_with(&self.current_prefix);
         let candidate = candidate.clone();
         let ceiling = self.ceiling;
-        let ok = Self::run_in(slot.0, move || {
+        let permit = self.acquire().await?;
+        let ok = Self::run_in(permit, move || {
             Ok(Argon2::verify_encoded_bounded(
                 &phc,
                 candidate.expose_secret().as_bytes(),
@@ -137,6 +156,7 @@ impl PasswordHasher {
             .is_ok())
         })
         .await?;
+        drop(slot);
         Ok(if ok && known {
             Verification::Match { needs_rehash }
         } else {
