@@ -5,7 +5,8 @@ use entity::users::UserStatus;
 use entity::{refresh_tokens, sessions, users};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Set,
+    Statement, TransactionTrait,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -101,9 +102,13 @@ impl AuthService {
     ) -> ServiceResult<IssuedTokens> {
         let hash = hash_token(presented.expose_secret());
         let now = Utc::now();
+        if ctx.db.get_database_backend() == DbBackend::Postgres {
+            return Self::refresh_postgres(ctx, meta, &hash, now).await;
+        }
 
-        // Six round trips: BEGIN, claim the token, touch the live session, read the user's status,
-        // store the successor, COMMIT. The claim is the atomic step that makes a token single use.
+        // Five round trips: BEGIN, claim the token, touch the session if it is live and its user
+        // active, store the successor, COMMIT. The claim is the atomic step that makes a token
+        // single use.
         let txn = ctx.db.begin().await?;
         let claimed = refresh_tokens::Entity::update_many()
             .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
@@ -158,6 +163,73 @@ impl AuthService {
         .await?;
         txn.commit().await?;
         Self::tokens(ctx, session.user_id, session.id, refresh, now)
+    }
+
+    /// The same rotation as the portable path in one statement (PostgreSQL's data-modifying CTEs):
+    /// one round trip and one commit instead of five. Row locks on the claimed token make
+    /// concurrent presentations of one token serialize exactly as in the transaction.
+    async fn refresh_postgres(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<IssuedTokens> {
+        const SQL: &str = r#"
+            WITH claimed AS (
+                UPDATE refresh_tokens SET used_at = $1
+                WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
+                RETURNING id, session_id
+            ), touched AS (
+                UPDATE sessions SET last_seen_at = $1, ip = $3, user_agent = $4
+                FROM claimed
+                WHERE sessions.id = claimed.session_id
+                  AND sessions.revoked_at IS NULL AND sessions.expires_at > $1
+                  AND sessions.user_id IN
+                      (SELECT id FROM users WHERE status = 'active' AND deleted_at IS NULL)
+                RETURNING sessions.id, sessions.user_id, sessions.expires_at
+            ), successor AS (
+                INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, created_at, expires_at)
+                SELECT $5, touched.id, $6, claimed.id, $1, LEAST($7, touched.expires_at)
+                FROM touched CROSS JOIN claimed
+                RETURNING id
+            )
+            SELECT claimed.session_id, touched.user_id, (SELECT count(*) FROM successor) AS issued
+            FROM claimed LEFT JOIN touched ON true"#;
+        let refresh = new_refresh_token();
+        let refresh_expiry = now + Duration::seconds(ctx.settings.auth.refresh_token_ttl_secs);
+        let values: [sea_orm::Value; 7] = [
+            now.into(),
+            hash.to_owned().into(),
+            meta.ip.clone().into(),
+            clip(&meta.user_agent, MAX_USER_AGENT_CHARS).into(),
+            Uuid::now_v7().into(),
+            hash_token(refresh.expose_secret()).into(),
+            refresh_expiry.into(),
+        ];
+        let row = ctx
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                SQL,
+                values,
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Err(Self::refresh_refused(ctx, meta, hash).await?);
+        };
+        let session_id: Uuid = row.try_get("", "session_id")?;
+        let user_id: Option<Uuid> = row.try_get("", "user_id")?;
+        let issued: i64 = row.try_get("", "issued")?;
+        match user_id {
+            Some(user_id) if issued == 1 => Self::tokens(ctx, user_id, session_id, refresh, now),
+            _ => {
+                // Consumed, but its session is dead: say why (and revoke if the user is disabled).
+                let txn = ctx.db.begin().await?;
+                let refusal = Self::dead_session(&txn, ctx, session_id, now).await?;
+                txn.commit().await?;
+                Err(refusal)
+            }
+        }
     }
 
     /// Why a session cannot be refreshed: revoked or expired (401), or its user was disabled or
