@@ -65,8 +65,12 @@ enum MigrateAction {
     },
     /// List migrations and whether each is applied.
     Status,
-    /// Drop every table and apply all migrations again.
-    Fresh,
+    /// Drop every table and apply all migrations again (refused in production without --yes).
+    Fresh {
+        /// Confirm dropping every table, required when environment = "production".
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,7 +145,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             match action {
                 MigrateAction::Up => Migrator::up(&db, None).await?,
                 MigrateAction::Down { steps } => Migrator::down(&db, Some(steps)).await?,
-                MigrateAction::Fresh => Migrator::fresh(&db).await?,
+                MigrateAction::Fresh { yes } => {
+                    if settings.environment == service::config::Environment::Production && !yes {
+                        return Err(
+                            "migrate fresh drops every table; pass --yes to do that in production"
+                                .into(),
+                        );
+                    }
+                    Migrator::fresh(&db).await?
+                }
                 MigrateAction::Status => {
                     for m in Migrator::get_migration_with_status(&db).await? {
                         println!("{:<10} {}", format!("{:?}", m.status()), m.name());

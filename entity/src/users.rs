@@ -24,6 +24,8 @@ pub struct Model {
     /// Stored lower-cased by the service.
     #[sea_orm(unique)]
     pub email: String,
+    /// PHC string; never serialized.
+    #[serde(skip_serializing)]
     pub password_hash: String,
     pub display_name: String,
     pub status: UserStatus,

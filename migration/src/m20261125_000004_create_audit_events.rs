@@ -14,9 +14,13 @@ $$"#,
     r#"CREATE TRIGGER audit_events_append_only
 BEFORE UPDATE OR DELETE ON audit_events
 FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()"#,
+    r#"CREATE TRIGGER audit_events_no_truncate
+BEFORE TRUNCATE ON audit_events
+FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()"#,
 ];
 
 const PG_DOWN: &[&str] = &[
+    "DROP TRIGGER IF EXISTS audit_events_no_truncate ON audit_events",
     "DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events",
     "DROP FUNCTION IF EXISTS audit_events_append_only()",
 ];

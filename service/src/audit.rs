@@ -19,6 +19,8 @@ pub enum AuditAction {
     Logout,
     ProfileUpdated,
     PasswordChanged,
+    PasswordChangeFailed,
+    StatusChanged,
     SessionRevoked,
     OtherSessionsRevoked,
 }
@@ -33,6 +35,8 @@ impl AuditAction {
             Self::Logout => "auth.logout",
             Self::ProfileUpdated => "user.profile_updated",
             Self::PasswordChanged => "user.password_changed",
+            Self::PasswordChangeFailed => "user.password_change_failed",
+            Self::StatusChanged => "user.status_changed",
             Self::SessionRevoked => "session.revoked",
             Self::OtherSessionsRevoked => "session.others_revoked",
         }
@@ -103,7 +107,10 @@ impl AuditEvent {
             target_id: Set(target_id),
             details: Set(self.details),
             ip: Set(meta.ip.clone()),
-            user_agent: Set(meta.user_agent.clone()),
+            user_agent: Set(meta
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().take(512).collect())),
             request_id: Set(meta.request_id.clone()),
             created_at: Set(Utc::now()),
         }

@@ -21,8 +21,7 @@ use crate::sessions::SessionService;
 use crate::tokens::{hash_token, new_refresh_token};
 use crate::users::{User, UserService};
 
-/// What a successful sign-in or refresh hands back.
-#[derive(Debug)]
+/// What a successful sign-in or refresh hands back. No `Debug`: it holds bearer credentials.
 pub struct IssuedTokens {
     pub access_token: String,
     pub refresh_token: SecretString,
@@ -72,13 +71,23 @@ impl AuthService {
 
         let now = Utc::now();
         let txn = ctx.db.begin().await?;
-        let (session_id, refresh) = Self::open_session(&txn, ctx, meta, user.id, now).await?;
-        users::Entity::update_many()
+        // Only if the account is still as verified: a password change or a disable that committed
+        // while we were hashing wins (on PostgreSQL this waits for its row lock), so no session can
+        // be opened with a password that no longer applies.
+        let still_valid = users::Entity::update_many()
             .col_expr(users::Column::LastLoginAt, Expr::value(now))
             .col_expr(users::Column::FailedLoginCount, Expr::value(0))
             .filter(users::Column::Id.eq(user.id))
+            .filter(users::Column::PasswordHash.eq(user.password_hash.clone()))
+            .filter(users::Column::Status.eq(UserStatus::Active))
+            .filter(users::Column::DeletedAt.is_null())
             .exec(&txn)
             .await?;
+        if still_valid.rows_affected == 0 {
+            txn.rollback().await?;
+            return Err(ServiceError::InvalidCredentials);
+        }
+        let (session_id, refresh) = Self::open_session(&txn, ctx, meta, user.id, now).await?;
         AuditEvent::new(AuditAction::LoginSucceeded)
             .actor(user.id, Some(session_id))
             .target("session", session_id)
@@ -247,8 +256,9 @@ impl AuthService {
         if session.revoked_at.is_some() || session.expires_at <= now {
             return Ok(invalid);
         }
-        SessionService::revoke_all_except(txn, session.user_id, None, "user_disabled").await?;
-        SessionService::forget_locally(ctx, &[session.id]);
+        let revoked =
+            SessionService::revoke_all_except(txn, session.user_id, None, "user_disabled").await?;
+        SessionService::forget_locally(ctx, &revoked);
         Ok(ServiceError::AccountDisabled)
     }
 
@@ -268,7 +278,7 @@ impl AuthService {
         .await
         {
             // Already revoked elsewhere: logging out is still done.
-            Err(ServiceError::NotFound) => {
+            Err(ServiceError::NotFound | ServiceError::Unauthenticated("session_revoked")) => {
                 SessionService::forget_locally(ctx, &[principal.session_id]);
                 Ok(())
             }
@@ -320,29 +330,29 @@ impl AuthService {
         Ok(ServiceError::Unauthenticated("refresh_token_reused"))
     }
 
+    /// Counts and audits a failed sign-in. Unknown emails run the same statements (the counter
+    /// update matches no row) so the answer takes as long either way.
     async fn record_failure(
         ctx: &AppContext,
         meta: &RequestMeta,
         user: Option<&User>,
     ) -> ServiceResult<()> {
         let txn = ctx.db.begin().await?;
-        let mut event = AuditEvent::new(AuditAction::LoginFailed);
-        match user {
-            Some(user) => {
-                users::Entity::update_many()
-                    .col_expr(
-                        users::Column::FailedLoginCount,
-                        Expr::col(users::Column::FailedLoginCount).add(1),
-                    )
-                    .filter(users::Column::Id.eq(user.id))
-                    .exec(&txn)
-                    .await?;
-                event = event
-                    .target("user", user.id)
-                    .details(serde_json::json!({ "reason": "wrong_password" }));
-            }
-            None => event = event.details(serde_json::json!({ "reason": "unknown_email" })),
-        }
+        users::Entity::update_many()
+            .col_expr(
+                users::Column::FailedLoginCount,
+                Expr::col(users::Column::FailedLoginCount).add(1),
+            )
+            .filter(users::Column::Id.eq(user.map_or(Uuid::nil(), |u| u.id)))
+            .exec(&txn)
+            .await?;
+        let event = match user {
+            Some(user) => AuditEvent::new(AuditAction::LoginFailed)
+                .target("user", user.id)
+                .details(serde_json::json!({ "reason": "wrong_password" })),
+            None => AuditEvent::new(AuditAction::LoginFailed)
+                .details(serde_json::json!({ "reason": "unknown_email" })),
+        };
         event.record(&txn, meta).await?;
         txn.commit().await?;
         Ok(())

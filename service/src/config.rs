@@ -78,7 +78,7 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
@@ -101,6 +101,42 @@ impl Default for DatabaseSettings {
             connect_timeout_ms: 3_000,
             auto_migrate: true,
         }
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("auto_migrate", &self.auto_migrate)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[start..start + at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..start],
+                    &userinfo[..colon],
+                    &url[start + at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -371,6 +407,25 @@ mod tests {
             assert!(err.contains("OWASP"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn database_passwords_are_not_printed() {
+        assert_eq!(
+            redact_url_password("postgres://app:s3cret@db:5432/tessera?sslmode=require"),
+            "postgres://app:***@db:5432/tessera?sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password("postgres://app@db/t"),
+            "postgres://app@db/t"
+        );
+        assert_eq!(
+            redact_url_password("sqlite://./tessera.db?mode=rwc"),
+            "sqlite://./tessera.db?mode=rwc"
+        );
+        let mut s = Settings::default();
+        s.database.url = "postgres://app:s3cret@db/t".into();
+        assert!(!format!("{s:?}").contains("s3cret"));
     }
 
     #[test]

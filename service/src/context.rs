@@ -61,22 +61,26 @@ pub struct RevokedSessions {
 impl RevokedSessions {
     pub fn insert(&self, session_id: Uuid, forget_after: DateTime<Utc>) {
         let now = Utc::now();
-        if let Ok(mut map) = self.inner.write() {
-            map.retain(|_, until| *until > now);
-            map.insert(session_id, forget_after);
-        }
+        // A poisoned lock must not make revocations fail open: use the map regardless.
+        let mut map = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, until| *until > now);
+        map.insert(session_id, forget_after);
     }
 
     pub fn contains(&self, session_id: &Uuid) -> bool {
-        self.inner
+        let map = self
+            .inner
             .read()
-            .map(|map| map.get(session_id).is_some_and(|until| *until > Utc::now()))
-            .unwrap_or(false)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(session_id).is_some_and(|until| *until > Utc::now())
     }
 }
 
 /// Recently read users, for a short time (`cache.user_ttl_ms`); see [`crate::config::CacheSettings`].
-#[derive(Debug)]
+/// No `Debug`: the rows carry password hashes.
 pub struct UserCache {
     ttl: Duration,
     capacity: usize,

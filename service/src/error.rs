@@ -1,6 +1,6 @@
 //! The service layer's one error type; the api crate maps it to HTTP in one place.
 
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr, SqlErr};
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -70,27 +70,59 @@ impl From<DbErr> for ServiceError {
     }
 }
 
-/// Whether the database itself is out of reach (pool timeout, connection refused or dropped),
-/// as opposed to a bad query: the former is a 503 the client may retry.
+/// Whether the failure is the database being out of reach or momentarily unable to serve (pool
+/// timeout, connection refused or dropped, shutdown, deadlock or serialization failure, SQLite
+/// busy), as opposed to a bad query: the former is a 503 the client may retry.
 pub fn is_unavailable(err: &DbErr) -> bool {
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(e) | DbErr::Query(e) => {
-            let text = e.to_string();
-            text.contains("PoolTimedOut")
-                || text.contains("pool timed out")
-                || text.contains("Connection refused")
-                || text.contains("connection closed")
-                || text.contains("terminating connection")
-                || text.contains("the database system is")
-                || text.contains("error communicating with database")
-                || text.contains("database is locked")
-        }
+    use sea_orm::sqlx::Error as Sqlx;
+    let sqlx_err = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx_err.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed
+        | Sqlx::Tls(_) => true,
+        Sqlx::Database(db) => db.code().is_some_and(|code| retryable_sqlstate(&code)),
         _ => false,
     }
+}
+
+/// PostgreSQL SQLSTATEs (connection exceptions, shutdowns, too many connections, statement
+/// timeout, serialization failure, deadlock) and SQLite's BUSY/LOCKED families.
+fn retryable_sqlstate(code: &str) -> bool {
+    if code.starts_with("08") || code.starts_with("57P") {
+        return true;
+    }
+    if matches!(code, "53300" | "57014" | "40001" | "40P01") {
+        return true;
+    }
+    // SQLite reports (extended) result codes as numbers; the primary code is the low byte.
+    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
 /// Unique-key violations are conflicts the caller can act on.
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_codes() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "57014", "40001", "40P01", "5", "517",
+            "6", "262",
+        ] {
+            assert!(retryable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "22P05", "42P01", "19", "2067", "1"] {
+            assert!(!retryable_sqlstate(code), "{code}");
+        }
+    }
 }

@@ -33,6 +33,29 @@ impl SessionService {
             .await?)
     }
 
+    /// Fails with 401 `session_revoked` unless the caller's session is live in the database. Every
+    /// state-changing operation calls it in its transaction, so a revoked session's access token
+    /// (still valid on another instance for up to its lifetime) can read but not write.
+    pub async fn ensure_live(
+        conn: &impl ConnectionTrait,
+        principal: &Principal,
+    ) -> ServiceResult<()> {
+        let live = sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::Id)
+            .filter(sessions::Column::Id.eq(principal.session_id))
+            .filter(sessions::Column::UserId.eq(principal.user_id))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(Utc::now()))
+            .into_tuple::<Uuid>()
+            .one(conn)
+            .await?;
+        match live {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::Unauthenticated("session_revoked")),
+        }
+    }
+
     /// Revokes one of the caller's own live sessions; anything else is a 404.
     pub async fn revoke(
         ctx: &AppContext,
@@ -42,6 +65,7 @@ impl SessionService {
         action: AuditAction,
     ) -> ServiceResult<()> {
         let txn = ctx.db.begin().await?;
+        Self::ensure_live(&txn, principal).await?;
         let result = sessions::Entity::update_many()
             .col_expr(sessions::Column::RevokedAt, Expr::value(Utc::now()))
             .col_expr(
@@ -73,6 +97,7 @@ impl SessionService {
         principal: &Principal,
     ) -> ServiceResult<usize> {
         let txn = ctx.db.begin().await?;
+        Self::ensure_live(&txn, principal).await?;
         let revoked = Self::revoke_all_except(
             &txn,
             principal.user_id,

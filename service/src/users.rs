@@ -8,7 +8,8 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
     TransactionTrait,
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::audit::{AuditAction, AuditEvent};
@@ -169,6 +170,7 @@ impl UserService {
             return Ok(user);
         }
         let txn = ctx.db.begin().await?;
+        crate::sessions::SessionService::ensure_live(&txn, principal).await?;
         let mut update = users::Entity::update_many()
             .col_expr(
                 users::Column::Version,
@@ -226,16 +228,25 @@ impl UserService {
             .await?
         {
             Verification::Match { .. } => {}
-            Verification::Mismatch => return Err(ServiceError::WrongCurrentPassword),
+            Verification::Mismatch => {
+                // A stolen access token must not allow silent password guessing: audit each miss.
+                let txn = ctx.db.begin().await?;
+                AuditEvent::new(AuditAction::PasswordChangeFailed)
+                    .actor(user.id, Some(principal.session_id))
+                    .target("user", user.id)
+                    .record(&txn, meta)
+                    .await?;
+                txn.commit().await?;
+                return Err(ServiceError::WrongCurrentPassword);
+            }
         }
-        if matches!(
-            ctx.hasher
-                .verify(
-                    &SecretString::from(new.expose().to_owned()),
-                    Some(&user.password_hash)
-                )
-                .await?,
-            Verification::Match { .. }
+        // The current password was just verified, so comparing it with the new one in constant
+        // time tells whether they are the same without a second Argon2 run.
+        if bool::from(
+            current
+                .expose_secret()
+                .as_bytes()
+                .ct_eq(new.expose().as_bytes()),
         ) {
             return Err(ServiceError::validation(
                 "new_password",
@@ -246,6 +257,7 @@ impl UserService {
         let password_hash = ctx.hasher.hash(&new).await?;
         let now = Utc::now();
         let txn = ctx.db.begin().await?;
+        crate::sessions::SessionService::ensure_live(&txn, principal).await?;
         let result = users::Entity::update_many()
             .col_expr(users::Column::PasswordHash, Expr::value(password_hash))
             .col_expr(
@@ -296,11 +308,17 @@ impl UserService {
             )
             .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(users::Column::Id.eq(user_id))
+            .filter(users::Column::DeletedAt.is_null())
             .exec(&txn)
             .await?;
         if result.rows_affected == 0 {
             return Err(ServiceError::NotFound);
         }
+        AuditEvent::new(AuditAction::StatusChanged)
+            .target("user", user_id)
+            .details(serde_json::json!({ "status": status }))
+            .record(&txn, &RequestMeta::default())
+            .await?;
         let mut revoked = Vec::new();
         if status != UserStatus::Active {
             revoked = crate::sessions::SessionService::revoke_all_except(

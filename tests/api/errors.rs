@@ -44,7 +44,7 @@ async fn malformed_requests_are_4xx_problems(app: TestApp) {
         assert_eq!(res.status(), status, "{name}");
         assert_problem(res, status, code).await;
     }
-    // Unknown enum values and huge numbers in typed fields.
+    // Numbers too large for a typed field.
     let user = app.user("nina").await;
     let res = app
         .client

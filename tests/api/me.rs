@@ -326,6 +326,10 @@ async fn change_password_failure_paths(app: TestApp) {
         )
         .await;
     assert_problem(res, StatusCode::FORBIDDEN, "invalid_current_password").await;
+    assert!(app
+        .audit_actions(user.id)
+        .await
+        .contains(&"user.password_change_failed".to_owned()));
     for (body, status, code, field_code) in cases {
         let res = app.post_authed("/v1/me/password", t, &body).await;
         let problem = assert_problem(res, status, code).await;

@@ -84,6 +84,12 @@ async fn round_trip(backend: Backend) {
         .execute_unprepared("UPDATE audit_events SET action = 'changed'")
         .await
         .is_err());
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        assert!(db
+            .execute_unprepared("TRUNCATE audit_events")
+            .await
+            .is_err());
+    }
     db.close().await.unwrap();
 }
 

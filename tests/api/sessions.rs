@@ -9,7 +9,8 @@ use crate::helpers::{assert_problem, TestApp};
 both_backends!(
     list_and_revoke_sessions,
     revoke_all_other_sessions,
-    sessions_of_others_are_404
+    sessions_of_others_are_404,
+    revoked_sessions_cannot_write
 );
 
 async fn list_and_revoke_sessions(app: TestApp) {
@@ -149,4 +150,55 @@ async fn sessions_of_others_are_404(app: TestApp) {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![alice.session_id.to_string()]);
+}
+
+/// A session revoked in the database (say by another instance, whose local revocation list this
+/// instance never saw) can no longer change anything, even while its access token is unexpired.
+async fn revoked_sessions_cannot_write(app: TestApp) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let user = app.user("rex").await;
+    let other = app.sign_in(&user).await;
+    entity::sessions::Entity::update_many()
+        .col_expr(
+            entity::sessions::Column::RevokedAt,
+            Expr::value(chrono::Utc::now()),
+        )
+        .filter(entity::sessions::Column::Id.eq(user.session_id))
+        .exec(&app.ctx.db)
+        .await
+        .unwrap();
+    let t = &user.access_token;
+    let res = app
+        .client
+        .patch(app.url("/v1/me"))
+        .bearer_auth(t)
+        .json(&serde_json::json!({"display_name": "hijacked", "version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, StatusCode::UNAUTHORIZED, "session_revoked").await;
+    let res = app.delete_authed("/v1/me/sessions", t).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "session_revoked").await;
+    let res = app
+        .delete_authed(&format!("/v1/me/sessions/{}", other.session_id), t)
+        .await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "session_revoked").await;
+    let res = app
+        .post_authed(
+            "/v1/me/password",
+            t,
+            &serde_json::json!({"current_password": crate::helpers::PASSWORD, "new_password": "hijacker's new passphrase"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "session_revoked").await;
+    // The other session is untouched, and logging out of a dead session is still a success.
+    assert_eq!(
+        app.get_authed("/v1/me", &other.access_token).await.status(),
+        StatusCode::OK
+    );
+    let res = app
+        .post_authed("/v1/auth/logout", t, &serde_json::json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }

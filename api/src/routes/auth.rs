@@ -98,7 +98,12 @@ pub async fn refresh(
     meta: ClientMeta,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = AuthService::refresh(&ctx, &meta.0, &body.refresh_token).await?;
+    // Run to completion even if the client goes away or the request times out, so the work after
+    // the commit (remembering revoked sessions locally) is never cut off halfway.
+    let (ctx, meta, token) = (ctx.into_inner(), meta.0, body.into_inner().refresh_token);
+    let tokens = tokio::spawn(async move { AuthService::refresh(&ctx, &meta, &token).await })
+        .await
+        .map_err(ServiceError::unexpected)??;
     Ok(no_store(HttpResponse::Ok()).json(TokenPair::from(tokens)))
 }
 
