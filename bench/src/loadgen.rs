@@ -1,14 +1,16 @@
 //! The in-crate load generator for requests that cannot repeat (unique registrations, chained
-//! refresh tokens): a fixed number of virtual clients, each sending its next request as soon as
-//! the previous one is answered, every latency kept and sorted for the percentiles.
+//! refresh tokens, one bearer token after another): a fixed number of virtual clients, each
+//! sending its next request as soon as the previous one is answered, every latency kept and
+//! sorted for the percentiles.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -131,16 +133,48 @@ pub async fn get_load(
     clients: usize,
     duration: Duration,
 ) -> Result<Measurement> {
+    get_load_with_tokens(client, url, &[], clients, duration).await
+}
+
+/// GET `url` from `clients` virtual clients for `duration`. With `tokens`, every request carries
+/// `Authorization: Bearer <token>`, the tokens taken round-robin by all clients together (one
+/// shared counter), so consecutive requests present different tokens and each token comes back
+/// once every `tokens.len()` requests.
+pub async fn get_load_with_tokens(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+    clients: usize,
+    duration: Duration,
+) -> Result<Measurement> {
+    let auths: Arc<Vec<HeaderValue>> = Arc::new(
+        tokens
+            .iter()
+            .map(|t| {
+                let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
+                    .context("access token not usable in a header")?;
+                v.set_sensitive(true);
+                Ok(v)
+            })
+            .collect::<Result<_>>()?,
+    );
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     let handles = (0..clients)
         .map(|_| {
-            let (client, url) = (client.clone(), url.to_owned());
+            let (client, url, auths, next) =
+                (client.clone(), url.to_owned(), auths.clone(), next.clone());
             tokio::spawn(async move {
                 let mut rec = Recorder::default();
                 while Instant::now() < deadline {
+                    let mut req = client.get(&url);
+                    if !auths.is_empty() {
+                        let i = next.fetch_add(1, Ordering::Relaxed) % auths.len();
+                        req = req.header(AUTHORIZATION, auths[i].clone());
+                    }
                     let t = Instant::now();
-                    match client.get(&url).send().await {
+                    match req.send().await {
                         Ok(resp) => {
                             let status = resp.status().as_u16();
                             match resp.bytes().await {
@@ -156,6 +190,112 @@ pub async fn get_load(
         })
         .collect();
     join_all(handles, started).await
+}
+
+/// GETs `url` once with each token, the requests spread evenly over `spread` (token `i` at
+/// `spread × i / n`) by `clients` clients, and returns the measurement. Primes the server's
+/// per-user caches the way real traffic fills them: entries made at independent moments, so
+/// that their expiries are spread too instead of falling due all at once.
+pub async fn prime_tokens(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+    clients: usize,
+    spread: Duration,
+) -> Result<Measurement> {
+    let n = tokens.len().max(1);
+    let clients = clients.clamp(1, n);
+    let tokens = Arc::new(tokens.to_vec());
+    let started = Instant::now();
+    let start = tokio::time::Instant::now();
+    let handles = (0..clients)
+        .map(|k| {
+            let (client, url, tokens) = (client.clone(), url.to_owned(), tokens.clone());
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                for i in (k..tokens.len()).step_by(clients) {
+                    tokio::time::sleep_until(start + spread.mul_f64(i as f64 / n as f64)).await;
+                    let t = Instant::now();
+                    match client.get(&url).bearer_auth(&tokens[i]).send().await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            match resp.bytes().await {
+                                Ok(_) => rec.response(status, t),
+                                Err(e) => rec.error(&e),
+                            }
+                        }
+                        Err(e) => rec.error(&e),
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    join_all(handles, started).await
+}
+
+/// POSTs `body` and returns the answer's body if its status is `want`; a 503 or 429 (the password
+/// pool's queue was full or timed out) is retried a few times after a short pause.
+async fn post_expecting(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    want: u16,
+) -> Result<Vec<u8>> {
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let resp = client.post(url).json(body).send().await?;
+        let status = resp.status().as_u16();
+        if status == want {
+            return Ok(resp.bytes().await?.to_vec());
+        }
+        if matches!(status, 429 | 503) && attempt < 6 {
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            continue;
+        }
+        bail!("{status}: {}", resp.text().await.unwrap_or_default());
+    }
+}
+
+/// Registers `n` users (`me-<run_id>-<i>@example.com`) and signs each in once, `concurrency`
+/// users at a time (each a registration then a sign-in, two Argon2id hashes); returns their
+/// access tokens, in no particular order.
+pub async fn register_and_sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<String>> {
+    let (register_url, login_url) = (
+        format!("{base}/v1/auth/register"),
+        format!("{base}/v1/auth/login"),
+    );
+    stream::iter(0..n)
+        .map(|i| {
+            let (register_url, login_url) = (&register_url, &login_url);
+            async move {
+                let email = format!("me-{run_id}-{i}@example.com");
+                let register = json!({
+                    "email": email,
+                    "password": PASSWORD,
+                    "display_name": format!("Bench Me {i}"),
+                });
+                post_expecting(client, register_url, &register, 201)
+                    .await
+                    .with_context(|| format!("register {email}"))?;
+                let login = json!({ "email": email, "password": PASSWORD });
+                let body = post_expecting(client, login_url, &login, 200)
+                    .await
+                    .with_context(|| format!("login {email}"))?;
+                let pair: TokenPair = serde_json::from_slice(&body).context("login response")?;
+                Ok::<_, anyhow::Error>(pair.access_token)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await
 }
 
 /// Registrations with unique emails from `clients` virtual clients for `duration`.
@@ -391,4 +531,83 @@ pub async fn refresh_load(
         }
     }
     Ok((measurement, check))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A keep-alive HTTP/1.1 server answering 200 to everything, recording each request's
+    /// Authorization header.
+    fn recording_server() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().unwrap();
+                    let mut lines = BufReader::new(stream).lines();
+                    let mut auth = String::new();
+                    while let Some(Ok(line)) = lines.next() {
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("authorization") {
+                                auth = value.trim().to_owned();
+                            }
+                        } else if line.is_empty() {
+                            seen.lock().unwrap().push(std::mem::take(&mut auth));
+                            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if out.write_all(answer.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, recorded)
+    }
+
+    #[tokio::test]
+    async fn tokens_go_round_robin() {
+        let (url, seen) = recording_server();
+        let tokens: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
+        let client = client(4).unwrap();
+        let m = get_load_with_tokens(&client, &url, &tokens, 4, Duration::from_millis(300))
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert!(m.ok() > 0, "{}", m.mix());
+        assert_eq!(m.ok(), seen.len() as u64);
+        let count = |t: &str| seen.iter().filter(|s| *s == &format!("Bearer {t}")).count();
+        let counts = tokens.iter().map(|t| count(t)).collect::<Vec<_>>();
+        assert_eq!(counts.iter().sum::<usize>(), seen.len(), "{seen:?}");
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(max - min <= 1, "uneven: {counts:?}");
+
+        // Priming: each token exactly once, spread over the time given.
+        let (url, seen) = recording_server();
+        let started = Instant::now();
+        let m = prime_tokens(&client, &url, &tokens, 8, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(m.ok(), 3);
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen, ["Bearer a", "Bearer b", "Bearer c"]);
+
+        // Without tokens, no header at all.
+        let (url, seen) = recording_server();
+        let m = get_load(&client, &url, 2, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(m.ok() > 0);
+        assert!(seen.lock().unwrap().iter().all(String::is_empty));
+    }
 }
