@@ -90,6 +90,21 @@ impl Recorder {
         };
         *self.errors.entry(kind.to_owned()).or_default() += 1;
     }
+
+    /// Sends `req`, reads the whole answer and records its status and latency (or the error).
+    async fn send(&mut self, req: reqwest::RequestBuilder) {
+        let t = Instant::now();
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.bytes().await {
+                    Ok(_) => self.response(status, t),
+                    Err(e) => self.error(&e),
+                }
+            }
+            Err(e) => self.error(&e),
+        }
+    }
 }
 
 fn merge(recs: Vec<Recorder>, elapsed: Duration) -> Measurement {
@@ -173,17 +188,7 @@ pub async fn get_load_with_tokens(
                         let i = next.fetch_add(1, Ordering::Relaxed) % auths.len();
                         req = req.header(AUTHORIZATION, auths[i].clone());
                     }
-                    let t = Instant::now();
-                    match req.send().await {
-                        Ok(resp) => {
-                            let status = resp.status().as_u16();
-                            match resp.bytes().await {
-                                Ok(_) => rec.response(status, t),
-                                Err(e) => rec.error(&e),
-                            }
-                        }
-                        Err(e) => rec.error(&e),
-                    }
+                    rec.send(req).await;
                 }
                 rec
             })
@@ -215,17 +220,7 @@ pub async fn prime_tokens(
                 let mut rec = Recorder::default();
                 for i in (k..tokens.len()).step_by(clients) {
                     tokio::time::sleep_until(start + spread.mul_f64(i as f64 / n as f64)).await;
-                    let t = Instant::now();
-                    match client.get(&url).bearer_auth(&tokens[i]).send().await {
-                        Ok(resp) => {
-                            let status = resp.status().as_u16();
-                            match resp.bytes().await {
-                                Ok(_) => rec.response(status, t),
-                                Err(e) => rec.error(&e),
-                            }
-                        }
-                        Err(e) => rec.error(&e),
-                    }
+                    rec.send(client.get(&url).bearer_auth(&tokens[i])).await;
                 }
                 rec
             })
@@ -323,17 +318,7 @@ pub async fn register_load(
                         "password": PASSWORD,
                         "display_name": format!("Bench {n}"),
                     });
-                    let t = Instant::now();
-                    match client.post(&url).json(&body).send().await {
-                        Ok(resp) => {
-                            let status = resp.status().as_u16();
-                            match resp.bytes().await {
-                                Ok(_) => rec.response(status, t),
-                                Err(e) => rec.error(&e),
-                            }
-                        }
-                        Err(e) => rec.error(&e),
-                    }
+                    rec.send(client.post(&url).json(&body)).await;
                 }
                 rec
             })
