@@ -285,12 +285,7 @@ async fn refresh_rotates_and_reuse_revokes_the_session(app: TestApp) {
         .await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "session_revoked").await;
 
-    use sea_orm::EntityTrait;
-    let session = entity::sessions::Entity::find_by_id(user.session_id)
-        .one(&app.ctx.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let session = app.session(user.session_id).await;
     assert!(session.revoked_at.is_some());
     assert_eq!(
         session.revoked_reason.as_deref(),
@@ -327,11 +322,7 @@ async fn refresh_stops_at_once_for_disabled_users(app: TestApp) {
         .unwrap();
     let res = app.refresh(&user.refresh_token).await;
     assert_problem(res, StatusCode::FORBIDDEN, "account_disabled").await;
-    let session = entity::sessions::Entity::find_by_id(user.session_id)
-        .one(&app.ctx.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let session = app.session(user.session_id).await;
     assert_eq!(session.revoked_reason.as_deref(), Some("user_disabled"));
 
     // Disabled through the service: every session ends at once, and re-enabling does not revive them.

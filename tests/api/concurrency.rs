@@ -46,12 +46,7 @@ async fn concurrent_use_of_one_refresh_token(app: TestApp) {
     }
     assert_eq!(ok.len(), 1, "exactly one refresh may win");
     // The others were reuse: the session ends revoked, and the winner's new token is dead too.
-    use sea_orm::EntityTrait;
-    let session = entity::sessions::Entity::find_by_id(user.session_id)
-        .one(&app.ctx.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let session = app.session(user.session_id).await;
     assert!(session.revoked_at.is_some());
     let winner = ok[0]["refresh_token"].as_str().unwrap();
     assert_eq!(app.refresh(winner).await.status(), StatusCode::UNAUTHORIZED);

@@ -337,6 +337,35 @@ impl TestApp {
         self.sign_in(&partial).await
     }
 
+    /// `GET /v1/me` with `token`, expecting 200; the body.
+    pub async fn me(&self, token: &str) -> Value {
+        let res = self.get_authed("/v1/me", token).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.expect("json")
+    }
+
+    /// The stored session row.
+    pub async fn session(&self, id: Uuid) -> entity::sessions::Model {
+        use sea_orm::EntityTrait;
+        entity::sessions::Entity::find_by_id(id)
+            .one(&self.ctx.db)
+            .await
+            .expect("query")
+            .expect("session exists")
+    }
+
+    /// Asserts that neither the access token nor the refresh token of `user`'s session works.
+    pub async fn assert_signed_out(&self, user: &TestUser) {
+        assert_eq!(
+            self.get_authed("/v1/me", &user.access_token).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            self.refresh(&user.refresh_token).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
     /// Audit actions recorded for a user as actor, oldest first.
     pub async fn audit_actions(&self, user_id: Uuid) -> Vec<String> {
         let mut events = service::users::UserService::recent_audit(&self.ctx.db, user_id, 1000)
