@@ -10,6 +10,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 use crate::config::DatabaseSettings;
 
+/// Pooled connections idle at least this long are pinged before they are handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(settings.url.clone());
     let sqlite = settings.is_sqlite();
@@ -19,6 +22,11 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .idle_timeout(Duration::from_secs(300))
+        // A busy connection is not pinged before every use (that was a second round trip per
+        // statement); one idle this long is, so a database restart during a quiet spell is noticed
+        // before a request meets it. A connection that breaks under load fails its statement
+        // (503, nothing written) and is replaced.
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if sqlite {
         opts.map_sqlx_sqlite_opts(|o| {
