@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::context::RequestMeta;
 
+/// Longest user agent kept in an audit row or a session (longer ones are cut).
+pub const MAX_USER_AGENT_CHARS: usize = 512;
+
 /// Security-relevant actions. Routine token refreshes are not audited (one per client every few
 /// minutes would drown the rest); their reuse is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,31 +91,50 @@ impl AuditEvent {
         self
     }
 
+    /// The row this event writes, every column filled (for statements that insert it themselves).
+    pub fn into_row(self, meta: &RequestMeta) -> audit_events::Model {
+        let (target_type, target_id) = match self.target {
+            Some((kind, id)) => (Some(kind.to_owned()), Some(id)),
+            None => (None, None),
+        };
+        audit_events::Model {
+            id: Uuid::now_v7(),
+            organization_id: self.organization_id,
+            actor_user_id: self.actor_user_id,
+            actor_session_id: self.actor_session_id,
+            action: self.action.as_str().to_owned(),
+            target_type,
+            target_id,
+            details: self.details,
+            ip: meta.ip.clone(),
+            user_agent: meta
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+            request_id: meta.request_id.clone(),
+            created_at: Utc::now(),
+        }
+    }
+
     pub async fn record(
         self,
         conn: &impl ConnectionTrait,
         meta: &RequestMeta,
     ) -> Result<(), DbErr> {
-        let (target_type, target_id) = match self.target {
-            Some((kind, id)) => (Some(kind.to_owned()), Some(id)),
-            None => (None, None),
-        };
+        let row = self.into_row(meta);
         audit_events::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            organization_id: Set(self.organization_id),
-            actor_user_id: Set(self.actor_user_id),
-            actor_session_id: Set(self.actor_session_id),
-            action: Set(self.action.as_str().to_owned()),
-            target_type: Set(target_type),
-            target_id: Set(target_id),
-            details: Set(self.details),
-            ip: Set(meta.ip.clone()),
-            user_agent: Set(meta
-                .user_agent
-                .as_ref()
-                .map(|ua| ua.chars().take(512).collect())),
-            request_id: Set(meta.request_id.clone()),
-            created_at: Set(Utc::now()),
+            id: Set(row.id),
+            organization_id: Set(row.organization_id),
+            actor_user_id: Set(row.actor_user_id),
+            actor_session_id: Set(row.actor_session_id),
+            action: Set(row.action),
+            target_type: Set(row.target_type),
+            target_id: Set(row.target_id),
+            details: Set(row.details),
+            ip: Set(row.ip),
+            user_agent: Set(row.user_agent),
+            request_id: Set(row.request_id),
+            created_at: Set(row.created_at),
         }
         .insert(conn)
         .await

@@ -11,7 +11,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::audit::{AuditAction, AuditEvent};
+use crate::audit::{AuditAction, AuditEvent, MAX_USER_AGENT_CHARS};
 use crate::context::{AppContext, RequestMeta};
 use crate::domain::Email;
 use crate::error::{ServiceError, ServiceResult};
@@ -29,8 +29,6 @@ pub struct IssuedTokens {
     pub session_id: Uuid,
     pub user_id: Uuid,
 }
-
-const MAX_USER_AGENT_CHARS: usize = 512;
 
 fn clip(value: &Option<String>, max: usize) -> Option<String> {
     value.as_ref().map(|v| v.chars().take(max).collect())
@@ -70,10 +68,46 @@ impl AuthService {
         }
 
         let now = Utc::now();
+        let Some((session_id, refresh)) =
+            Self::open_verified_session(ctx, meta, &user, now).await?
+        else {
+            return Err(ServiceError::InvalidCredentials);
+        };
+
+        if needs_rehash {
+            Self::rehash(ctx, &user, password).await;
+        }
+        Self::tokens(ctx, user.id, session_id, refresh, now)
+    }
+
+    /// Opens the session of a sign-in whose password was verified against `user` as read before
+    /// hashing, only if the account is still as it was then: a password change or a disable that
+    /// committed while we were hashing wins (on PostgreSQL this waits for its row lock), so no
+    /// session can be opened with a password that no longer applies. `None` when that check fails,
+    /// and then nothing is written. Records last sign-in, resets the failure count, stores the
+    /// session and its first refresh token (as a hash), and audits the sign-in, all or nothing.
+    pub async fn open_verified_session(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        user: &User,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<Option<(Uuid, SecretString)>> {
+        if ctx.db.get_database_backend() == DbBackend::Postgres {
+            Self::open_login_postgres(ctx, meta, user, now).await
+        } else {
+            Self::open_login(ctx, meta, user, now).await
+        }
+    }
+
+    /// The portable path: BEGIN, the conditional user update, session, refresh token, audit
+    /// event, COMMIT.
+    async fn open_login(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        user: &User,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<Option<(Uuid, SecretString)>> {
         let txn = ctx.db.begin().await?;
-        // Only if the account is still as verified: a password change or a disable that committed
-        // while we were hashing wins (on PostgreSQL this waits for its row lock), so no session can
-        // be opened with a password that no longer applies.
         let still_valid = users::Entity::update_many()
             .col_expr(users::Column::LastLoginAt, Expr::value(now))
             .col_expr(users::Column::FailedLoginCount, Expr::value(0))
@@ -85,20 +119,103 @@ impl AuthService {
             .await?;
         if still_valid.rows_affected == 0 {
             txn.rollback().await?;
-            return Err(ServiceError::InvalidCredentials);
+            return Ok(None);
         }
         let (session_id, refresh) = Self::open_session(&txn, ctx, meta, user.id, now).await?;
-        AuditEvent::new(AuditAction::LoginSucceeded)
-            .actor(user.id, Some(session_id))
-            .target("session", session_id)
+        Self::login_event(user.id, session_id)
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
+        Ok(Some((session_id, refresh)))
+    }
 
-        if needs_rehash {
-            Self::rehash(ctx, &user, password).await;
-        }
-        Self::tokens(ctx, user.id, session_id, refresh, now)
+    /// The same as [`Self::open_login`] in one statement (PostgreSQL's data-modifying CTEs): one
+    /// round trip and one commit instead of six. The session, its refresh token and the audit
+    /// event are inserted only from the row the conditional update returned, so a sign-in that
+    /// lost the race writes nothing.
+    async fn open_login_postgres(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        user: &User,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<Option<(Uuid, SecretString)>> {
+        const SQL: &str = r#"
+            WITH verified AS (
+                UPDATE users SET last_login_at = $1, failed_login_count = 0
+                WHERE id = $2 AND password_hash = $3 AND status = 'active' AND deleted_at IS NULL
+                RETURNING id
+            ), opened AS (
+                INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent, mfa_level)
+                SELECT $4, verified.id, $1, $1, $5, $6, $7, 0 FROM verified
+                RETURNING id
+            ), token AS (
+                INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+                SELECT $8, opened.id, $9, $1, $10 FROM opened
+                RETURNING id
+            ), event AS (
+                INSERT INTO audit_events (id, organization_id, actor_user_id, actor_session_id, action,
+                    target_type, target_id, details, ip, user_agent, request_id, created_at)
+                SELECT $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM token
+                RETURNING id
+            )
+            SELECT (SELECT count(*) FROM event) AS opened"#;
+        let session_id = Uuid::now_v7();
+        let expires_at = now + Duration::seconds(ctx.settings.auth.session_ttl_secs);
+        let refresh = new_refresh_token();
+        let event = Self::login_event(user.id, session_id).into_row(meta);
+        let values: [sea_orm::Value; 22] = [
+            now.into(),
+            user.id.into(),
+            user.password_hash.clone().into(),
+            session_id.into(),
+            expires_at.into(),
+            meta.ip.clone().into(),
+            clip(&meta.user_agent, MAX_USER_AGENT_CHARS).into(),
+            Uuid::now_v7().into(),
+            hash_token(refresh.expose_secret()).into(),
+            Self::refresh_expiry(ctx, now, expires_at).into(),
+            event.id.into(),
+            event.organization_id.into(),
+            event.actor_user_id.into(),
+            event.actor_session_id.into(),
+            event.action.into(),
+            event.target_type.into(),
+            event.target_id.into(),
+            event.details.into(),
+            event.ip.into(),
+            event.user_agent.into(),
+            event.request_id.into(),
+            event.created_at.into(),
+        ];
+        let row = ctx
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                SQL,
+                values,
+            ))
+            .await?
+            .ok_or_else(|| ServiceError::unexpected_msg("sign-in statement returned no row"))?;
+        let opened: i64 = row.try_get("", "opened")?;
+        Ok((opened == 1).then_some((session_id, refresh)))
+    }
+
+    fn login_event(user_id: Uuid, session_id: Uuid) -> AuditEvent {
+        AuditEvent::new(AuditAction::LoginSucceeded)
+            .actor(user_id, Some(session_id))
+            .target("session", session_id)
+    }
+
+    /// A refresh token lives `refresh_token_ttl_secs`, never past its session.
+    fn refresh_expiry(
+        ctx: &AppContext,
+        now: DateTime<Utc>,
+        session_expires_at: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        std::cmp::min(
+            now + Duration::seconds(ctx.settings.auth.refresh_token_ttl_secs),
+            session_expires_at,
+        )
     }
 
     /// Single-use rotation: the presented token is consumed atomically and a new one issued in the
@@ -396,10 +513,7 @@ impl AuthService {
         now: DateTime<Utc>,
         session_expires_at: DateTime<Utc>,
     ) -> ServiceResult<()> {
-        let expires_at = std::cmp::min(
-            now + Duration::seconds(ctx.settings.auth.refresh_token_ttl_secs),
-            session_expires_at,
-        );
+        let expires_at = Self::refresh_expiry(ctx, now, session_expires_at);
         refresh_tokens::ActiveModel {
             id: Set(Uuid::now_v7()),
             session_id: Set(session_id),

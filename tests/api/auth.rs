@@ -13,6 +13,8 @@ both_backends!(
     login_returns_a_token_pair,
     login_failures_do_not_reveal_whether_the_account_exists,
     login_of_disabled_user_is_refused,
+    login_records_the_session_its_token_and_the_event,
+    a_sign_in_verified_against_a_stale_row_opens_nothing,
     refresh_rotates_and_reuse_revokes_the_session,
     refresh_rejects_unknown_tokens,
     refresh_stops_at_once_for_disabled_users,
@@ -376,4 +378,134 @@ async fn logout_revokes_the_session(app: TestApp) {
         .await
         .unwrap();
     assert_problem(res, StatusCode::UNAUTHORIZED, "missing_token").await;
+}
+
+/// Everything one successful sign-in writes, checked row by row (PostgreSQL writes it in one
+/// statement, SQLite in a transaction: both must store the same thing).
+async fn login_records_the_session_its_token_and_the_event(app: TestApp) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let user = app.user("lin").await;
+    // A failed attempt first: the success resets the counter.
+    let res = app.login(&user.email, "not the right password").await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let long_agent = format!("agent/{}", "x".repeat(600));
+    let res = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("user-agent", &long_agent)
+        .json(&json!({"email": user.email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let session_id: uuid::Uuid = body["session_id"].as_str().unwrap().parse().unwrap();
+
+    let session = app.session(session_id).await;
+    assert_eq!(session.user_id, user.id);
+    assert_eq!(session.ip.as_deref(), Some("127.0.0.1"));
+    let kept: String = long_agent.chars().take(512).collect();
+    assert_eq!(session.user_agent.as_deref(), Some(kept.as_str()));
+    assert_eq!(session.created_at, session.last_seen_at);
+    assert_eq!(
+        (session.expires_at - session.created_at).num_seconds(),
+        app.ctx.settings.auth.session_ttl_secs
+    );
+    assert!(session.revoked_at.is_none());
+    assert_eq!(session.mfa_level, 0);
+
+    let tokens = entity::refresh_tokens::Entity::find()
+        .filter(entity::refresh_tokens::Column::SessionId.eq(session_id))
+        .all(&app.ctx.db)
+        .await
+        .unwrap();
+    assert_eq!(tokens.len(), 1);
+    let token = &tokens[0];
+    assert_eq!(
+        token.token_hash,
+        service::tokens::hash_token(body["refresh_token"].as_str().unwrap())
+    );
+    assert!(token.parent_id.is_none() && token.used_at.is_none());
+    assert_eq!(token.created_at, session.created_at);
+    assert_eq!(
+        token.expires_at,
+        std::cmp::min(
+            session.created_at
+                + chrono::Duration::seconds(app.ctx.settings.auth.refresh_token_ttl_secs),
+            session.expires_at
+        )
+    );
+
+    let event = entity::audit_events::Entity::find()
+        .filter(entity::audit_events::Column::ActorSessionId.eq(session_id))
+        .one(&app.ctx.db)
+        .await
+        .unwrap()
+        .expect("the sign-in is audited");
+    assert_eq!(event.action, "auth.login_succeeded");
+    assert_eq!(event.actor_user_id, Some(user.id));
+    assert_eq!(event.target_type.as_deref(), Some("session"));
+    assert_eq!(event.target_id, Some(session_id.to_string()));
+    assert_eq!(event.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(event.user_agent.as_deref(), Some(kept.as_str()));
+    assert!(event.request_id.is_some());
+    assert_eq!(event.details, json!({}));
+
+    let row = service::users::UserService::get(&app.ctx.db, user.id)
+        .await
+        .unwrap();
+    assert_eq!(row.failed_login_count, 0);
+    assert_eq!(row.last_login_at, Some(session.created_at));
+}
+
+/// A sign-in verifies the password against the row it read before hashing; if the password was
+/// changed or the account disabled in between, opening the session writes nothing at all.
+async fn a_sign_in_verified_against_a_stale_row_opens_nothing(app: TestApp) {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use service::auth::AuthService;
+    use service::context::RequestMeta;
+    use service::users::UserService;
+    let user = app.user("stale").await;
+    let sessions = || async {
+        entity::sessions::Entity::find()
+            .filter(entity::sessions::Column::UserId.eq(user.id))
+            .count(&app.ctx.db)
+            .await
+            .unwrap()
+    };
+    let stale = UserService::get(&app.ctx.db, user.id).await.unwrap();
+    let res = app
+        .post_authed(
+            "/v1/me/password",
+            &user.access_token,
+            &json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (before, audit_before) = (sessions().await, app.audit_actions(user.id).await);
+    let meta = RequestMeta::default();
+    let now = chrono::Utc::now();
+    let opened = AuthService::open_verified_session(&app.ctx, &meta, &stale, now)
+        .await
+        .unwrap();
+    assert!(opened.is_none(), "the replaced password opens nothing");
+    assert_eq!(sessions().await, before);
+    assert_eq!(app.audit_actions(user.id).await, audit_before);
+
+    // The current row opens a session; once the account is disabled, the same row no longer does.
+    let current = UserService::get(&app.ctx.db, user.id).await.unwrap();
+    let opened = AuthService::open_verified_session(&app.ctx, &meta, &current, now)
+        .await
+        .unwrap();
+    let (session_id, _) = opened.expect("the current row opens a session");
+    assert_eq!(app.session(session_id).await.user_id, user.id);
+    UserService::set_status(&app.ctx.db, user.id, service::users::UserStatus::Disabled)
+        .await
+        .unwrap();
+    let before = sessions().await;
+    let opened = AuthService::open_verified_session(&app.ctx, &meta, &current, now)
+        .await
+        .unwrap();
+    assert!(opened.is_none(), "a disabled account opens nothing");
+    assert_eq!(sessions().await, before);
 }
