@@ -1,7 +1,8 @@
 //! The in-crate load generator for requests that cannot repeat (unique registrations, chained
 //! refresh tokens, one bearer token after another): a fixed number of virtual clients, each
 //! sending its next request as soon as the previous one is answered, every latency kept and
-//! sorted for the percentiles.
+//! sorted for the percentiles. [`get_load_at_rate`] is the open-loop variant: requests go out on
+//! a fixed schedule whatever the answers, and latencies count from the scheduled moment.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -93,7 +94,11 @@ impl Recorder {
 
     /// Sends `req`, reads the whole answer and records its status and latency (or the error).
     async fn send(&mut self, req: reqwest::RequestBuilder) {
-        let t = Instant::now();
+        self.send_since(req, Instant::now()).await;
+    }
+
+    /// As [`Self::send`], the latency counted from `t` (which may be before the send).
+    async fn send_since(&mut self, req: reqwest::RequestBuilder, t: Instant) {
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -140,6 +145,19 @@ async fn join_all(
     Ok(merge(recs, started.elapsed()))
 }
 
+/// `Authorization: Bearer <token>` for each token, marked sensitive.
+fn bearer_headers(tokens: &[String]) -> Result<Vec<HeaderValue>> {
+    tokens
+        .iter()
+        .map(|t| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .context("access token not usable in a header")?;
+            v.set_sensitive(true);
+            Ok(v)
+        })
+        .collect()
+}
+
 /// GET `url` from `clients` virtual clients for `duration`: the plain-handler ceiling measured
 /// with this same generator.
 pub async fn get_load(
@@ -162,17 +180,7 @@ pub async fn get_load_with_tokens(
     clients: usize,
     duration: Duration,
 ) -> Result<Measurement> {
-    let auths: Arc<Vec<HeaderValue>> = Arc::new(
-        tokens
-            .iter()
-            .map(|t| {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
-                    .context("access token not usable in a header")?;
-                v.set_sensitive(true);
-                Ok(v)
-            })
-            .collect::<Result<_>>()?,
-    );
+    let auths = Arc::new(bearer_headers(tokens)?);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + duration;
@@ -189,6 +197,59 @@ pub async fn get_load_with_tokens(
                         req = req.header(AUTHORIZATION, auths[i].clone());
                     }
                     rec.send(req).await;
+                }
+                rec
+            })
+        })
+        .collect();
+    join_all(handles, started).await
+}
+
+/// Open-loop GET load: request `k` is due at `start + k / rate`, whatever happened to the
+/// earlier ones, and carries the next token round-robin. `clients` workers take the due times in
+/// order; each sleeps until its request is due and sends it. The latency of a request counts from
+/// the moment it was due if its worker reached it late (the worker was still waiting for an
+/// earlier answer: the queueing a closed-loop client would hide, "coordinated omission"), and
+/// from the moment the worker woke if it was on time, so the timer's 1 ms granularity is not
+/// charged to the server. The measurement's `ok_rps` is the rate actually answered.
+pub async fn get_load_at_rate(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+    rate: f64,
+    clients: usize,
+    duration: Duration,
+) -> Result<Measurement> {
+    if rate <= 0.0 || tokens.is_empty() {
+        bail!("an open-loop run needs a positive rate and at least one token");
+    }
+    let auths = Arc::new(bearer_headers(tokens)?);
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let start = tokio::time::Instant::now();
+    let handles = (0..clients.max(1))
+        .map(|_| {
+            let (client, url, auths, next) =
+                (client.clone(), url.to_owned(), auths.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= total {
+                        break;
+                    }
+                    let due = start + interval.mul_f64(k as f64);
+                    let since = if tokio::time::Instant::now() >= due {
+                        due.into_std()
+                    } else {
+                        tokio::time::sleep_until(due).await;
+                        Instant::now()
+                    };
+                    let auth = auths[(k % auths.len() as u64) as usize].clone();
+                    rec.send_since(client.get(&url).header(AUTHORIZATION, auth), since)
+                        .await;
                 }
                 rec
             })
@@ -594,5 +655,34 @@ mod tests {
             .unwrap();
         assert!(m.ok() > 0);
         assert!(seen.lock().unwrap().iter().all(String::is_empty));
+    }
+
+    /// The open-loop schedule: exactly rate × duration requests, tokens round-robin, spread over
+    /// the duration rather than sent as fast as answers come back.
+    #[tokio::test]
+    async fn open_loop_sends_on_schedule() {
+        let (url, seen) = recording_server();
+        let tokens: Vec<String> = ["a", "b", "c", "d"].map(str::to_owned).to_vec();
+        let client = client(8).unwrap();
+        let started = Instant::now();
+        let m = get_load_at_rate(&client, &url, &tokens, 200.0, 8, Duration::from_millis(500))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(m.ok(), 100, "{}", m.mix());
+        assert!(
+            took >= Duration::from_millis(490),
+            "{took:?}: sent ahead of schedule"
+        );
+        let seen = seen.lock().unwrap().clone();
+        for t in &tokens {
+            let n = seen.iter().filter(|s| *s == &format!("Bearer {t}")).count();
+            assert_eq!(n, 25, "{t}: {seen:?}");
+        }
+        assert!(
+            get_load_at_rate(&client, &url, &[], 10.0, 1, Duration::from_millis(10))
+                .await
+                .is_err()
+        );
     }
 }
