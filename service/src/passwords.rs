@@ -1,20 +1,23 @@
-//! Argon2id hashing on a bounded pool: at most `max_concurrent` hashes run at once, off the async
-//! executor; a short queue waits for a slot and anything beyond it is refused at once (503), so
-//! overload answers fast instead of building multi-second tails.
+//! Argon2id hashing on a bounded pool of dedicated threads: at most `max_concurrent` hashes run
+//! at once, off the async executor; a short queue waits for a thread and anything beyond it is
+//! refused at once (503), so overload answers fast instead of building multi-second tails.
 //!
-//! Each running hash borrows an Argon2 arena from a small pool (one per slot) instead of mapping,
-//! faulting in and unmapping `memory_kib` of fresh memory per call: on this 2-core VM that was a
-//! fifth of every verification's CPU, spent in the kernel. The arena is wiped when each hash
-//! returns (argon2-rust's `zeroize-memory`), so no password-derived block outlives its call.
+//! Each hashing thread owns one Argon2 arena for its whole life instead of mapping, faulting in
+//! and unmapping `memory_kib` of fresh memory per call (on this 2-core VM that was a fifth of
+//! every verification's CPU, spent in the kernel). The arena is wiped when each hash returns
+//! (argon2-rust's `zeroize-memory`), so no password-derived block outlives its call. A thread
+//! that finishes a hash takes the next queued one itself, with no round trip through the async
+//! runtime in between; a queued job whose request has gone away is dropped unhashed, and one that
+//! waited longer than `queue_timeout_ms` is refused.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2_rust::params::Memory;
 use argon2_rust::{Algorithm, Argon2, Hasher, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::config::PasswordSettings;
 use crate::domain::Password;
@@ -36,40 +39,102 @@ fn configured_params(settings: &PasswordSettings) -> ServiceResult<Params> {
 }
 
 pub struct PasswordHasher {
-    ceiling: Params,
     /// The PHC prefix of a hash made with the current parameters; others get rehashed on login.
     current_prefix: String,
-    slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_queue: usize,
+    jobs: mpsc::Sender<Job>,
+    /// Jobs queued or running; never more than `queue_limit`.
+    queued: Arc<AtomicUsize>,
+    queue_limit: usize,
     /// Verifications admitted (running, queued, or doing their database lookup first).
     admitted: Arc<AtomicUsize>,
     admit_limit: usize,
-    queue_timeout: Duration,
     dummy_hash: String,
-    /// Idle arenas; never more than `max_concurrent`, since only that many hashes run at once.
-    arenas: Arc<ArenaPool>,
 }
 
-/// Argon2 hashers whose block arenas survive between calls (see the module docs).
-struct ArenaPool {
-    argon: Argon2,
-    idle: Mutex<Vec<Hasher>>,
+/// What a hashing thread is asked to do.
+enum Work {
+    Hash(SecretString),
+    Verify {
+        phc: String,
+        candidate: SecretString,
+    },
 }
 
-impl ArenaPool {
-    /// Runs `work` on an idle arena (or a new one), then returns the arena to the pool.
-    fn with<T>(&self, work: impl FnOnce(&mut Hasher) -> T) -> T {
-        let taken = self.lock().pop();
-        let mut hasher = taken.unwrap_or_else(|| self.argon.hasher());
-        let out = work(&mut hasher);
-        self.lock().push(hasher);
-        out
+enum Done {
+    Hashed(String),
+    Verified(bool),
+}
+
+struct Job {
+    enqueued: Instant,
+    work: Work,
+    reply: oneshot::Sender<ServiceResult<Done>>,
+    /// Frees the job's place in the queue when the job is dropped, answered or not.
+    _place: QueuePlace,
+}
+
+struct QueuePlace(Arc<AtomicUsize>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Hasher>> {
-        // A panic while holding the lock cannot leave the Vec inconsistent (push/pop only).
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+fn overloaded() -> ServiceError {
+    ServiceError::Overloaded {
+        retry_after_secs: 1,
+    }
+}
+
+/// One hashing thread: takes jobs until the [`PasswordHasher`] is dropped, on its own arena.
+fn hashing_thread(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    argon: Argon2,
+    ceiling: Params,
+    queue_timeout: Duration,
+) {
+    let mut hasher = argon.hasher();
+    loop {
+        let job = {
+            // Poisoning cannot leave a Receiver inconsistent; keep serving.
+            let jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return, // the hasher is gone
+            }
+        };
+        if job.reply.is_closed() {
+            continue; // nobody waits for this answer any more: don't spend a core on it
+        }
+        let out = if job.enqueued.elapsed() > queue_timeout {
+            Err(overloaded())
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_work(&mut hasher, job.work, &ceiling)
+            }))
+            .unwrap_or_else(|_| Err(ServiceError::unexpected_msg("argon2 panicked")))
+        };
+        let _ = job.reply.send(out);
+    }
+}
+
+fn run_work(hasher: &mut Hasher, work: Work, ceiling: &Params) -> ServiceResult<Done> {
+    match work {
+        Work::Hash(password) => hasher
+            .hash_password_with_random_salt(password.expose_secret().as_bytes())
+            .map(Done::Hashed)
+            .map_err(|e| ServiceError::unexpected_msg(format!("argon2 hash: {e}"))),
+        Work::Verify { phc, candidate } => Ok(Done::Verified(
+            hasher
+                .verify_encoded_bounded(
+                    &phc,
+                    candidate.expose_secret().as_bytes(),
+                    Algorithm::Argon2id,
+                    ceiling,
+                )
+                .is_ok(),
+        )),
     }
 }
 
@@ -108,35 +173,38 @@ impl PasswordHasher {
         let dummy_hash = argon
             .hash_password_with_random_salt(b"tessera dummy password for unknown accounts")
             .map_err(|e| ServiceError::unexpected_msg(format!("argon2: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        let rx = Arc::new(Mutex::new(rx));
+        // A job dequeued at once has still waited a few microseconds; 0 would refuse everything.
+        let queue_timeout = Duration::from_millis(settings.queue_timeout_ms.max(1));
+        for i in 0..concurrency {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("tessera-hash-{i}"))
+                .spawn(move || hashing_thread(rx, argon, ceiling, queue_timeout))
+                .map_err(|e| ServiceError::unexpected_msg(format!("hashing thread: {e}")))?;
+        }
         Ok(Self {
-            ceiling,
             current_prefix: format!(
                 "$argon2id$v=19$m={},t={},p={}$",
                 settings.memory_kib, settings.iterations, settings.parallelism
             ),
-            slots: Arc::new(Semaphore::new(concurrency)),
-            waiting: AtomicUsize::new(0),
-            max_queue: settings.max_queue,
+            jobs: tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            queue_limit: concurrency + settings.max_queue,
             admitted: Arc::new(AtomicUsize::new(0)),
             admit_limit: concurrency + settings.max_queue,
-            queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
             dummy_hash,
-            arenas: Arc::new(ArenaPool {
-                argon,
-                idle: Mutex::new(Vec::with_capacity(concurrency)),
-            }),
         })
     }
 
     /// Hashes a new password into a PHC string.
     pub async fn hash(&self, password: &Password) -> ServiceResult<String> {
         let secret = SecretString::from(password.expose().to_owned());
-        self.run(move |hasher| {
-            hasher
-                .hash_password_with_random_salt(secret.expose_secret().as_bytes())
-                .map_err(|e| ServiceError::unexpected_msg(format!("argon2 hash: {e}")))
-        })
-        .await
+        match self.run(Work::Hash(secret)).await? {
+            Done::Hashed(phc) => Ok(phc),
+            Done::Verified(_) => Err(ServiceError::unexpected_msg("hashing: wrong answer kind")),
+        }
     }
 
     /// Verifies `candidate` against `stored`; with `None` it verifies against a dummy hash of the
@@ -152,13 +220,11 @@ impl PasswordHasher {
 
     /// Admits one verification, or refuses at once when as many are already running or queued
     /// as the pool takes. Admitting before any other work means overload is refused before it
-    /// costs a database query, without holding a CPU slot idle during that query.
+    /// costs a database query, without holding a hashing thread idle during that query.
     pub fn reserve(&self) -> ServiceResult<HashSlot> {
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.admit_limit {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
-            return Err(ServiceError::Overloaded {
-                retry_after_secs: 1,
-            });
+            return Err(overloaded());
         }
         Ok(HashSlot(self.admitted.clone()))
     }
@@ -173,21 +239,16 @@ impl PasswordHasher {
         let known = stored.is_some();
         let phc = stored.unwrap_or(&self.dummy_hash).to_owned();
         let needs_rehash = !phc.starts_with(&self.current_prefix);
-        let candidate = candidate.clone();
-        let ceiling = self.ceiling;
-        let permit = self.acquire().await?;
-        let ok = self
-            .run_in(permit, move |hasher| {
-                Ok(hasher
-                    .verify_encoded_bounded(
-                        &phc,
-                        candidate.expose_secret().as_bytes(),
-                        Algorithm::Argon2id,
-                        &ceiling,
-                    )
-                    .is_ok())
-            })
-            .await?;
+        let work = Work::Verify {
+            phc,
+            candidate: candidate.clone(),
+        };
+        let ok = match self.run(work).await? {
+            Done::Verified(ok) => ok,
+            Done::Hashed(_) => {
+                return Err(ServiceError::unexpected_msg("verify: wrong answer kind"));
+            }
+        };
         drop(slot);
         Ok(if ok && known {
             Verification::Match { needs_rehash }
@@ -196,48 +257,27 @@ impl PasswordHasher {
         })
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Hasher) -> ServiceResult<T> + Send + 'static,
-    ) -> ServiceResult<T> {
-        let permit = self.acquire().await?;
-        self.run_in(permit, work).await
-    }
-
-    async fn run_in<T: Send + 'static>(
-        &self,
-        permit: OwnedSemaphorePermit,
-        work: impl FnOnce(&mut Hasher) -> ServiceResult<T> + Send + 'static,
-    ) -> ServiceResult<T> {
-        let arenas = self.arenas.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = arenas.with(work);
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(ServiceError::unexpected)?
-    }
-
-    async fn acquire(&self) -> ServiceResult<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
+    /// Queues `work` for the hashing threads (or refuses it when the queue is full) and waits for
+    /// the answer. Dropping this future abandons the job: a thread that finds it skips it.
+    async fn run(&self, work: Work) -> ServiceResult<Done> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(overloaded());
         }
-        let overloaded = ServiceError::Overloaded {
-            retry_after_secs: 1,
+        let place = QueuePlace(self.queued.clone());
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            enqueued: Instant::now(),
+            work,
+            reply,
+            _place: place,
         };
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(overloaded);
-        }
-        let res =
-            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        match res {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_closed)) => Err(ServiceError::unexpected_msg("hashing pool closed")),
-            Err(_elapsed) => Err(overloaded),
-        }
+        self.jobs
+            .send(job)
+            .map_err(|_| ServiceError::unexpected_msg("hashing threads are gone"))?;
+        answer
+            .await
+            .map_err(|_| ServiceError::unexpected_msg("a hashing thread dropped its job"))?
     }
 }
 
@@ -314,10 +354,10 @@ mod tests {
         assert_eq!(h.verify(&good, None).await.unwrap(), Verification::Mismatch);
     }
 
-    /// Arenas are reused, never more of them than hashes may run at once, and a reused arena
-    /// gives the same answers as a fresh one.
+    /// Many verifications at once on two hashing threads (each reusing its arena): every answer
+    /// is right, or the request is shed as overloaded; none is wrong or lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn arenas_are_reused_and_bounded() {
+    async fn concurrent_verifications_on_reused_arenas() {
         let settings = PasswordSettings {
             max_concurrent: Some(2),
             ..cheap()
@@ -337,16 +377,80 @@ mod tests {
                 tokio::spawn(async move { (i, h.verify(&candidate, Some(&phc)).await) })
             })
             .collect();
+        let mut answered = 0;
         for run in runs {
             let (i, verdict) = run.await.unwrap();
             match verdict {
-                Ok(v) => assert_eq!(v == Verification::Mismatch, i % 2 == 1, "run {i}"),
+                Ok(v) => {
+                    answered += 1;
+                    assert_eq!(v == Verification::Mismatch, i % 2 == 1, "run {i}");
+                }
                 Err(ServiceError::Overloaded { .. }) => {} // queue full: shed, not wrong
                 Err(e) => panic!("run {i}: {e}"),
             }
         }
-        let idle = h.arenas.lock().len();
-        assert!((1..=2).contains(&idle), "{idle} arenas kept");
+        assert!(answered >= 2, "{answered} answered");
+        assert_eq!(
+            h.queued.load(Ordering::Acquire),
+            0,
+            "every queue place freed"
+        );
+        assert_eq!(
+            h.admitted.load(Ordering::Acquire),
+            0,
+            "every admission freed"
+        );
+    }
+
+    /// A job that waited in the queue longer than the timeout is refused, not hashed late; one
+    /// whose caller went away frees its place without being answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_and_abandoned_jobs_are_not_hashed() {
+        let settings = PasswordSettings {
+            memory_kib: 4 * 1024,
+            iterations: 4,
+            max_concurrent: Some(1),
+            max_queue: 8,
+            queue_timeout_ms: 1,
+            ..PasswordSettings::default()
+        };
+        let h = Arc::new(PasswordHasher::new(&settings).unwrap());
+        let phc = h.hash(&pw("a perfectly fine passphrase")).await.unwrap();
+        let good = SecretString::from("a perfectly fine passphrase".to_owned());
+        // The first occupies the only thread for a while; those queued behind it go stale.
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                let (h, phc, good) = (h.clone(), phc.clone(), good.clone());
+                tokio::spawn(async move { h.verify(&good, Some(&phc)).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for run in runs {
+            match run.await.unwrap() {
+                Ok(v) => assert!(matches!(v, Verification::Match { .. })),
+                Err(ServiceError::Overloaded { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            refused >= 1,
+            "jobs that waited past the timeout are refused"
+        );
+        // Abandoned: the caller's future is dropped while its job waits.
+        let waiting = {
+            let (h, phc, good) = (h.clone(), phc.clone(), good.clone());
+            tokio::spawn(async move { h.verify(&good, Some(&phc)).await })
+        };
+        waiting.abort();
+        let _ = waiting.await;
+        for _ in 0..200 {
+            if h.queued.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(h.queued.load(Ordering::Acquire), 0, "the place is freed");
+        assert_eq!(h.admitted.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
