@@ -1,6 +1,7 @@
 //! Everything a request needs from the domain, built once at startup and shared by all workers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -81,10 +82,28 @@ impl RevokedSessions {
 
 /// Recently read users, for a short time (`cache.user_ttl_ms`); see [`crate::config::CacheSettings`].
 /// No `Debug`: the rows carry password hashes.
+///
+/// Refresh-ahead: once an entry is half its TTL old, the next lookup still gets it but is told to
+/// re-read the row in the background (one lookup per entry is told so), so users seen at least
+/// every half TTL never wait for the database, and nothing is served older than the TTL: an entry
+/// whose refresh did not land in time expires as before and is read in the request path.
 pub struct UserCache {
     ttl: Duration,
     capacity: usize,
-    entries: RwLock<HashMap<Uuid, (Instant, User)>>,
+    entries: RwLock<HashMap<Uuid, CacheEntry>>,
+}
+
+struct CacheEntry {
+    stored_at: Instant,
+    user: User,
+    /// A background re-read was handed out for this entry.
+    refreshing: AtomicBool,
+}
+
+/// A cached user, and whether the caller should re-read it in the background.
+pub struct CachedUser {
+    pub user: User,
+    pub refresh: bool,
 }
 
 impl UserCache {
@@ -96,24 +115,47 @@ impl UserCache {
         }
     }
 
-    pub fn get(&self, id: &Uuid) -> Option<User> {
+    pub fn get(&self, id: &Uuid) -> Option<CachedUser> {
         let entries = self.entries.read().ok()?;
-        let (stored_at, user) = entries.get(id)?;
-        (stored_at.elapsed() < self.ttl).then(|| user.clone())
+        let entry = entries.get(id)?;
+        let age = entry.stored_at.elapsed();
+        if age >= self.ttl {
+            return None;
+        }
+        let refresh = age >= self.ttl / 2 && !entry.refreshing.swap(true, Ordering::AcqRel);
+        Some(CachedUser {
+            user: entry.user.clone(),
+            refresh,
+        })
     }
 
+    /// Stores `user` as read now, unless a newer version of it is cached already (a read that
+    /// started before this instance's own write must not replace what that write stored).
     pub fn put(&self, user: &User) {
         if self.ttl.is_zero() {
             return;
         }
         if let Ok(mut entries) = self.entries.write() {
+            if entries
+                .get(&user.id)
+                .is_some_and(|e| e.user.version > user.version)
+            {
+                return;
+            }
             if entries.len() >= self.capacity {
-                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                entries.retain(|_, e| e.stored_at.elapsed() < self.ttl);
                 if entries.len() >= self.capacity {
                     entries.clear();
                 }
             }
-            entries.insert(user.id, (Instant::now(), user.clone()));
+            entries.insert(
+                user.id,
+                CacheEntry {
+                    stored_at: Instant::now(),
+                    user: user.clone(),
+                    refreshing: AtomicBool::new(false),
+                },
+            );
         }
     }
 
@@ -121,5 +163,67 @@ impl UserCache {
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::UserStatus;
+
+    fn user(version: i32, name: &str) -> User {
+        let now = Utc::now();
+        User {
+            id: Uuid::nil(),
+            email: "u@example.com".into(),
+            password_hash: String::new(),
+            display_name: name.into(),
+            status: UserStatus::Active,
+            email_verified_at: None,
+            mfa_enabled: false,
+            failed_login_count: 0,
+            locked_until: None,
+            last_login_at: None,
+            metadata: serde_json::json!({}),
+            version,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn refresh_is_handed_out_once_after_half_the_ttl_and_entries_expire() {
+        let cache = UserCache::new(Duration::from_millis(200), 10);
+        cache.put(&user(1, "a"));
+        let first = cache.get(&Uuid::nil()).expect("cached");
+        assert!(!first.refresh, "young entries need no refresh");
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(cache.get(&Uuid::nil()).expect("cached").refresh);
+        assert!(
+            !cache.get(&Uuid::nil()).expect("cached").refresh,
+            "only one lookup is asked to refresh"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(cache.get(&Uuid::nil()).is_none(), "expired at the TTL");
+        // A refresh that lands starts a new lifetime.
+        cache.put(&user(1, "a"));
+        assert!(!cache.get(&Uuid::nil()).expect("cached").refresh);
+    }
+
+    #[test]
+    fn an_older_version_never_replaces_a_newer_one() {
+        let cache = UserCache::new(Duration::from_secs(60), 10);
+        cache.put(&user(2, "written here"));
+        cache.put(&user(1, "read before the write"));
+        assert_eq!(
+            cache.get(&Uuid::nil()).unwrap().user.display_name,
+            "written here"
+        );
+        cache.put(&user(3, "changed elsewhere"));
+        assert_eq!(
+            cache.get(&Uuid::nil()).unwrap().user.display_name,
+            "changed elsewhere"
+        );
     }
 }

@@ -130,10 +130,22 @@ impl UserService {
             .ok_or(ServiceError::NotFound)
     }
 
-    /// A live user, served from this instance's short-lived cache when it can be.
+    /// A live user, served from this instance's short-lived cache when it can be (re-read in the
+    /// background once half its TTL old; see [`crate::context::UserCache`]).
     pub async fn get_cached(ctx: &AppContext, id: Uuid) -> ServiceResult<User> {
-        if let Some(user) = ctx.users.get(&id) {
-            return Ok(user);
+        if let Some(cached) = ctx.users.get(&id) {
+            if cached.refresh {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    match Self::get(&ctx.db, id).await {
+                        Ok(user) => ctx.users.put(&user),
+                        Err(ServiceError::NotFound) => ctx.users.forget(&id),
+                        // Left to expire; the next miss reads it in the request path and reports.
+                        Err(_) => {}
+                    }
+                });
+            }
+            return Ok(cached.user);
         }
         let user = Self::get(&ctx.db, id).await?;
         ctx.users.put(&user);

@@ -411,3 +411,55 @@ async fn cached_profile_reads_expire() {
         (Some("mine"), Some(2))
     );
 }
+
+/// Refresh-ahead: a user read again after half the cache TTL is still answered from the cache,
+/// and the row is re-read in the background, so a change made elsewhere shows before the entry
+/// would have expired, without any request waiting for the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_profiles_are_refreshed_ahead_of_expiry() {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
+        s.cache.user_ttl_ms = 2_000
+    })
+    .await
+    .unwrap();
+    let user = app.user("rhea").await;
+    let started = std::time::Instant::now();
+    assert_eq!(app.me(&user.access_token).await["display_name"], "rhea");
+    entity::users::Entity::update_many()
+        .col_expr(
+            entity::users::Column::DisplayName,
+            Expr::value("changed elsewhere"),
+        )
+        .col_expr(
+            entity::users::Column::Version,
+            Expr::col(entity::users::Column::Version).add(1),
+        )
+        .filter(entity::users::Column::Id.eq(user.id))
+        .exec(&app.ctx.db)
+        .await
+        .unwrap();
+    // Before half the TTL: the cached row, no refresh.
+    assert_eq!(app.me(&user.access_token).await["display_name"], "rhea");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // Past half the TTL: still the cached row, and a background re-read starts.
+    assert_eq!(app.me(&user.access_token).await["display_name"], "rhea");
+    let mut seen = String::new();
+    while started.elapsed() < std::time::Duration::from_millis(1_900) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        seen = app.me(&user.access_token).await["display_name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if seen == "changed elsewhere" {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2_000),
+        "the refreshed row showed only after the TTL ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(seen, "changed elsewhere");
+}
