@@ -131,7 +131,7 @@ impl UserService {
     }
 
     /// A live user, served from this instance's short-lived cache when it can be (re-read in the
-    /// background once half its TTL old; see [`crate::context::UserCache`]).
+    /// background late in its TTL; see [`crate::context::UserCache`]).
     pub async fn get_cached(ctx: &AppContext, id: Uuid) -> ServiceResult<User> {
         if let Some(cached) = ctx.users.get(&id) {
             if cached.refresh {
