@@ -86,6 +86,8 @@ impl AuthService {
     /// session can be opened with a password that no longer applies. `None` when that check fails,
     /// and then nothing is written. Records last sign-in, resets the failure count, stores the
     /// session and its first refresh token (as a hash), and audits the sign-in, all or nothing.
+    /// It verifies nothing itself: only [`Self::login`] calls it after the password matched `user`
+    /// (it is public so that tests can drive the race with a stale row).
     pub async fn open_verified_session(
         ctx: &AppContext,
         meta: &RequestMeta,

@@ -354,6 +354,8 @@ impl Settings {
         s.server.workers = Some(2);
         s.password.memory_kib = 64;
         s.password.iterations = 1;
+        // Each context starts its own hashing threads; many test servers run at once.
+        s.password.max_concurrent = Some(2);
         // Bursts in tests (200 concurrent registrations) must queue, not be shed.
         s.password.max_queue = 1024;
         s.password.queue_timeout_ms = 30_000;

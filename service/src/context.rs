@@ -108,6 +108,8 @@ struct CacheEntry {
 pub struct CachedUser {
     pub user: User,
     pub refresh: bool,
+    /// Identifies the entry, for [`UserCache::put_refreshed`].
+    pub stored_at: Instant,
 }
 
 impl UserCache {
@@ -131,7 +133,28 @@ impl UserCache {
         Some(CachedUser {
             user: entry.user.clone(),
             refresh,
+            stored_at: entry.stored_at,
         })
+    }
+
+    /// Stores the row a background refresh read (the read began at `read_started`), only if the
+    /// entry it refreshes is still the one cached: if this instance wrote or forgot the user in
+    /// the meantime, the refresh's older read must not bring the old row back.
+    pub fn put_refreshed(&self, user: &User, replaces: Instant, read_started: Instant) {
+        if let Ok(mut entries) = self.entries.write() {
+            match entries.get(&user.id) {
+                Some(e) if e.stored_at == replaces && e.user.version <= user.version => {}
+                _ => return,
+            }
+            entries.insert(
+                user.id,
+                CacheEntry {
+                    stored_at: read_started,
+                    user: user.clone(),
+                    refreshing: AtomicBool::new(false),
+                },
+            );
+        }
     }
 
     /// Stores `user` as read now, unless a newer version of it is cached already (a read that
@@ -199,26 +222,55 @@ mod tests {
 
     #[test]
     fn refresh_is_handed_out_once_late_in_the_ttl_and_entries_expire() {
-        let cache = UserCache::new(Duration::from_millis(200), 10);
+        // Generous margins: sleeps may overshoot on a loaded machine.
+        let cache = UserCache::new(Duration::from_millis(1_000), 10);
         cache.put(&user(1, "a"));
         let first = cache.get(&Uuid::nil()).expect("cached");
         assert!(!first.refresh, "young entries need no refresh");
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            !cache.get(&Uuid::nil()).expect("cached").refresh,
-            "not at half"
-        );
-        std::thread::sleep(Duration::from_millis(55));
-        assert!(cache.get(&Uuid::nil()).expect("cached").refresh);
-        assert!(
-            !cache.get(&Uuid::nil()).expect("cached").refresh,
-            "only one lookup is asked to refresh"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!cache.get(&Uuid::nil()).expect("cached").refresh, "not yet");
+        std::thread::sleep(Duration::from_millis(500));
+        let late = cache.get(&Uuid::nil());
+        if let Some(late) = late {
+            assert!(late.refresh, "past 3/4 of the TTL");
+            assert!(
+                cache.get(&Uuid::nil()).is_none_or(|c| !c.refresh),
+                "only one lookup is asked to refresh"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
         assert!(cache.get(&Uuid::nil()).is_none(), "expired at the TTL");
         // A refresh that lands starts a new lifetime.
         cache.put(&user(1, "a"));
         assert!(!cache.get(&Uuid::nil()).expect("cached").refresh);
+    }
+
+    #[test]
+    fn a_refresh_never_replaces_an_entry_written_or_forgotten_meanwhile() {
+        let cache = UserCache::new(Duration::from_secs(60), 10);
+        cache.put(&user(1, "old"));
+        let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
+        let read_started = Instant::now();
+        // This instance forgets the user (e.g. a password change) while the refresh reads.
+        cache.forget(&Uuid::nil());
+        cache.put_refreshed(&user(1, "old"), handed_out, read_started);
+        assert!(cache.get(&Uuid::nil()).is_none(), "not brought back");
+        // ... or writes a new row meanwhile.
+        cache.put(&user(1, "old"));
+        let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
+        cache.put(&user(2, "written here"));
+        cache.put_refreshed(&user(1, "old"), handed_out, Instant::now());
+        assert_eq!(
+            cache.get(&Uuid::nil()).unwrap().user.display_name,
+            "written here"
+        );
+        // Undisturbed, the refreshed row lands.
+        let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
+        cache.put_refreshed(&user(3, "changed elsewhere"), handed_out, Instant::now());
+        assert_eq!(
+            cache.get(&Uuid::nil()).unwrap().user.display_name,
+            "changed elsewhere"
+        );
     }
 
     #[test]

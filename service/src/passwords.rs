@@ -10,7 +10,7 @@
 //! runtime in between; a queued job whose request has gone away is dropped unhashed, and one that
 //! waited longer than `queue_timeout_ms` is refused.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,10 @@ pub struct PasswordHasher {
     /// Verifications admitted (running, queued, or doing their database lookup first).
     admitted: Arc<AtomicUsize>,
     admit_limit: usize,
+    queue_timeout: Duration,
     dummy_hash: String,
+    /// Hashes computed so far (skipped and refused jobs do not count).
+    hashed: Arc<AtomicU64>,
 }
 
 /// What a hashing thread is asked to do.
@@ -69,8 +72,10 @@ struct Job {
     enqueued: Instant,
     work: Work,
     reply: oneshot::Sender<ServiceResult<Done>>,
-    /// Frees the job's place in the queue when the job is dropped, answered or not.
-    _place: QueuePlace,
+    /// Set by the thread that takes the job; until then its caller may give up on it.
+    started: Arc<AtomicBool>,
+    /// Frees the job's place in the queue when dropped, answered or not.
+    place: QueuePlace,
 }
 
 struct QueuePlace(Arc<AtomicUsize>);
@@ -93,10 +98,17 @@ fn hashing_thread(
     argon: Argon2,
     ceiling: Params,
     queue_timeout: Duration,
+    hashed: Arc<AtomicU64>,
 ) {
     let mut hasher = argon.hasher();
     loop {
-        let job = {
+        let Job {
+            enqueued,
+            work,
+            reply,
+            started,
+            place,
+        } = {
             // Poisoning cannot leave a Receiver inconsistent; keep serving.
             let jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
             match jobs.recv() {
@@ -104,18 +116,23 @@ fn hashing_thread(
                 Err(_) => return, // the hasher is gone
             }
         };
-        if job.reply.is_closed() {
+        // Mark it taken first: a caller that sees it untaken may give up and drop its receiver,
+        // which the check below then sees.
+        started.store(true, Ordering::Release);
+        if reply.is_closed() {
             continue; // nobody waits for this answer any more: don't spend a core on it
         }
-        let out = if job.enqueued.elapsed() > queue_timeout {
+        let out = if enqueued.elapsed() > queue_timeout {
             Err(overloaded())
         } else {
+            hashed.fetch_add(1, Ordering::Relaxed);
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_work(&mut hasher, job.work, &ceiling)
+                run_work(&mut hasher, work, &ceiling)
             }))
             .unwrap_or_else(|_| Err(ServiceError::unexpected_msg("argon2 panicked")))
         };
-        let _ = job.reply.send(out);
+        drop(place); // before answering, so a caller that has its answer sees the place free
+        let _ = reply.send(out);
     }
 }
 
@@ -177,11 +194,12 @@ impl PasswordHasher {
         let rx = Arc::new(Mutex::new(rx));
         // A job dequeued at once has still waited a few microseconds; 0 would refuse everything.
         let queue_timeout = Duration::from_millis(settings.queue_timeout_ms.max(1));
+        let hashed = Arc::new(AtomicU64::new(0));
         for i in 0..concurrency {
-            let rx = rx.clone();
+            let (rx, hashed) = (rx.clone(), hashed.clone());
             std::thread::Builder::new()
                 .name(format!("tessera-hash-{i}"))
-                .spawn(move || hashing_thread(rx, argon, ceiling, queue_timeout))
+                .spawn(move || hashing_thread(rx, argon, ceiling, queue_timeout, hashed))
                 .map_err(|e| ServiceError::unexpected_msg(format!("hashing thread: {e}")))?;
         }
         Ok(Self {
@@ -194,7 +212,9 @@ impl PasswordHasher {
             queue_limit: concurrency + settings.max_queue,
             admitted: Arc::new(AtomicUsize::new(0)),
             admit_limit: concurrency + settings.max_queue,
+            queue_timeout,
             dummy_hash,
+            hashed,
         })
     }
 
@@ -265,19 +285,31 @@ impl PasswordHasher {
             return Err(overloaded());
         }
         let place = QueuePlace(self.queued.clone());
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
+        let started = Arc::new(AtomicBool::new(false));
         let job = Job {
             enqueued: Instant::now(),
             work,
             reply,
-            _place: place,
+            started: started.clone(),
+            place,
         };
         self.jobs
             .send(job)
             .map_err(|_| ServiceError::unexpected_msg("hashing threads are gone"))?;
-        answer
-            .await
-            .map_err(|_| ServiceError::unexpected_msg("a hashing thread dropped its job"))?
+        let dropped = |_| ServiceError::unexpected_msg("a hashing thread dropped its job");
+        match tokio::time::timeout(self.queue_timeout, &mut answer).await {
+            Ok(out) => out.map_err(dropped)?,
+            // Still queued after the timeout: give up (the thread that takes it will skip it).
+            Err(_) if !started.load(Ordering::Acquire) => Err(overloaded()),
+            // Taken already: its hash is running, wait for it.
+            Err(_) => answer.await.map_err(dropped)?,
+        }
+    }
+
+    /// Hashes computed so far by this hasher's threads.
+    pub fn hashes_computed(&self) -> u64 {
+        self.hashed.load(Ordering::Relaxed)
     }
 }
 
@@ -402,55 +434,70 @@ mod tests {
         );
     }
 
-    /// A job that waited in the queue longer than the timeout is refused, not hashed late; one
-    /// whose caller went away frees its place without being answered.
+    /// With the only hashing thread busy: a job still queued when its caller's timeout passes is
+    /// refused at the timeout (not after the running hash), and the thread then skips it rather
+    /// than hashing for nobody.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stale_and_abandoned_jobs_are_not_hashed() {
-        let settings = PasswordSettings {
-            memory_kib: 4 * 1024,
-            iterations: 4,
+    async fn jobs_queued_past_the_timeout_are_refused_and_never_hashed() {
+        let slow = PasswordSettings {
+            memory_kib: 64 * 1024,
+            iterations: 8,
             max_concurrent: Some(1),
             max_queue: 8,
-            queue_timeout_ms: 1,
+            queue_timeout_ms: 30_000,
             ..PasswordSettings::default()
         };
-        let h = Arc::new(PasswordHasher::new(&settings).unwrap());
-        let phc = h.hash(&pw("a perfectly fine passphrase")).await.unwrap();
-        let good = SecretString::from("a perfectly fine passphrase".to_owned());
-        // The first occupies the only thread for a while; those queued behind it go stale.
-        let runs: Vec<_> = (0..4)
-            .map(|_| {
-                let (h, phc, good) = (h.clone(), phc.clone(), good.clone());
-                tokio::spawn(async move { h.verify(&good, Some(&phc)).await })
+        // The stored hash is made elsewhere, so the hasher under test starts at zero.
+        let phc = PasswordHasher::new(&slow)
+            .unwrap()
+            .hash(&pw("a perfectly fine passphrase"))
+            .await
+            .unwrap();
+        let h = Arc::new(
+            PasswordHasher::new(&PasswordSettings {
+                queue_timeout_ms: 20,
+                ..slow
             })
-            .collect();
-        let mut refused = 0;
-        for run in runs {
-            match run.await.unwrap() {
-                Ok(v) => assert!(matches!(v, Verification::Match { .. })),
-                Err(ServiceError::Overloaded { .. }) => refused += 1,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert!(
-            refused >= 1,
-            "jobs that waited past the timeout are refused"
+            .unwrap(),
         );
-        // Abandoned: the caller's future is dropped while its job waits.
-        let waiting = {
+        let good = SecretString::from("a perfectly fine passphrase".to_owned());
+        let running = {
             let (h, phc, good) = (h.clone(), phc.clone(), good.clone());
             tokio::spawn(async move { h.verify(&good, Some(&phc)).await })
         };
-        waiting.abort();
-        let _ = waiting.await;
-        for _ in 0..200 {
+        // Wait until the first job is being hashed, so the next one queues behind it.
+        while h.hashes_computed() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = Instant::now();
+        let queued = h.verify(&good, Some(&phc)).await;
+        assert!(
+            matches!(queued, Err(ServiceError::Overloaded { .. })),
+            "refused"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "refused at the timeout, not after the running hash ({:?})",
+            started.elapsed()
+        );
+        assert!(matches!(
+            running.await.unwrap(),
+            Ok(Verification::Match { .. })
+        ));
+        // The thread has moved past the refused job; give it the moment it needs.
+        for _ in 0..100 {
             if h.queued.load(Ordering::Acquire) == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(h.queued.load(Ordering::Acquire), 0, "the place is freed");
+        assert_eq!(
+            h.queued.load(Ordering::Acquire),
+            0,
+            "every queue place freed"
+        );
         assert_eq!(h.admitted.load(Ordering::Acquire), 0);
+        assert_eq!(h.hashes_computed(), 1, "the refused job was not hashed");
     }
 
     #[tokio::test]

@@ -135,10 +135,11 @@ impl UserService {
     pub async fn get_cached(ctx: &AppContext, id: Uuid) -> ServiceResult<User> {
         if let Some(cached) = ctx.users.get(&id) {
             if cached.refresh {
-                let ctx = ctx.clone();
+                let (ctx, replaces) = (ctx.clone(), cached.stored_at);
                 tokio::spawn(async move {
+                    let read_started = std::time::Instant::now();
                     match Self::get(&ctx.db, id).await {
-                        Ok(user) => ctx.users.put(&user),
+                        Ok(user) => ctx.users.put_refreshed(&user, replaces, read_started),
                         Err(ServiceError::NotFound) => ctx.users.forget(&id),
                         // Left to expire; the next miss reads it in the request path and reports.
                         Err(_) => {}
