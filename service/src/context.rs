@@ -94,7 +94,15 @@ const REFRESH_AFTER: f64 = 0.75;
 pub struct UserCache {
     ttl: Duration,
     capacity: usize,
-    entries: RwLock<HashMap<Uuid, CacheEntry>>,
+    inner: RwLock<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: HashMap<Uuid, CacheEntry>,
+    /// When this instance last dropped a user's entry because it changed the row: a read that
+    /// began before that must not be cached (kept one TTL; older reads would be expired anyway).
+    forgotten: HashMap<Uuid, Instant>,
 }
 
 struct CacheEntry {
@@ -117,13 +125,13 @@ impl UserCache {
         Self {
             ttl,
             capacity,
-            entries: RwLock::new(HashMap::new()),
+            inner: RwLock::new(CacheInner::default()),
         }
     }
 
     pub fn get(&self, id: &Uuid) -> Option<CachedUser> {
-        let entries = self.entries.read().ok()?;
-        let entry = entries.get(id)?;
+        let inner = self.inner.read().ok()?;
+        let entry = inner.entries.get(id)?;
         let age = entry.stored_at.elapsed();
         if age >= self.ttl {
             return None;
@@ -141,56 +149,83 @@ impl UserCache {
     /// entry it refreshes is still the one cached: if this instance wrote or forgot the user in
     /// the meantime, the refresh's older read must not bring the old row back.
     pub fn put_refreshed(&self, user: &User, replaces: Instant, read_started: Instant) {
-        if let Ok(mut entries) = self.entries.write() {
-            match entries.get(&user.id) {
+        if let Ok(mut inner) = self.inner.write() {
+            match inner.entries.get(&user.id) {
                 Some(e) if e.stored_at == replaces && e.user.version <= user.version => {}
                 _ => return,
             }
-            entries.insert(
-                user.id,
-                CacheEntry {
-                    stored_at: read_started,
-                    user: user.clone(),
-                    refreshing: AtomicBool::new(false),
-                },
-            );
+            self.insert(&mut inner, user, read_started);
         }
     }
 
-    /// Stores `user` as read now, unless a newer version of it is cached already (a read that
-    /// started before this instance's own write must not replace what that write stored).
-    pub fn put(&self, user: &User) {
-        if self.ttl.is_zero() {
-            return;
+    /// Stores a row read from the database in a read that began at `read_started`, unless this
+    /// instance has since changed the user (a newer version is cached, or the entry was
+    /// forgotten after the read began): the read may predate that write.
+    pub fn put_read(&self, user: &User, read_started: Instant) {
+        if let Ok(mut inner) = self.inner.write() {
+            if inner
+                .forgotten
+                .get(&user.id)
+                .is_some_and(|at| *at >= read_started)
+                || inner
+                    .entries
+                    .get(&user.id)
+                    .is_some_and(|e| e.user.version > user.version)
+            {
+                return;
+            }
+            self.insert(&mut inner, user, read_started);
         }
-        if let Ok(mut entries) = self.entries.write() {
-            if entries
+    }
+
+    /// Stores the row this instance has just written (its newest version).
+    pub fn put(&self, user: &User) {
+        if let Ok(mut inner) = self.inner.write() {
+            if inner
+                .entries
                 .get(&user.id)
                 .is_some_and(|e| e.user.version > user.version)
             {
                 return;
             }
-            if entries.len() >= self.capacity {
-                entries.retain(|_, e| e.stored_at.elapsed() < self.ttl);
-                if entries.len() >= self.capacity {
-                    entries.clear();
-                }
-            }
-            entries.insert(
-                user.id,
-                CacheEntry {
-                    stored_at: Instant::now(),
-                    user: user.clone(),
-                    refreshing: AtomicBool::new(false),
-                },
-            );
+            inner.forgotten.remove(&user.id);
+            self.insert(&mut inner, user, Instant::now());
         }
     }
 
+    /// Drops the user's entry after this instance changed the row without reading it back.
     pub fn forget(&self, id: &Uuid) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.remove(id);
+        if let Ok(mut inner) = self.inner.write() {
+            inner.entries.remove(id);
+            if !self.ttl.is_zero() {
+                if inner.forgotten.len() >= self.capacity {
+                    inner.forgotten.retain(|_, at| at.elapsed() < self.ttl);
+                }
+                inner.forgotten.insert(*id, Instant::now());
+            }
         }
+    }
+
+    fn insert(&self, inner: &mut CacheInner, user: &User, stored_at: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if inner.entries.len() >= self.capacity {
+            inner
+                .entries
+                .retain(|_, e| e.stored_at.elapsed() < self.ttl);
+            if inner.entries.len() >= self.capacity {
+                inner.entries.clear();
+            }
+        }
+        inner.entries.insert(
+            user.id,
+            CacheEntry {
+                stored_at,
+                user: user.clone(),
+                refreshing: AtomicBool::new(false),
+            },
+        );
     }
 }
 
@@ -270,6 +305,21 @@ mod tests {
         assert_eq!(
             cache.get(&Uuid::nil()).unwrap().user.display_name,
             "changed elsewhere"
+        );
+    }
+
+    #[test]
+    fn a_read_that_began_before_this_instance_forgot_the_user_is_not_cached() {
+        let cache = UserCache::new(Duration::from_secs(60), 10);
+        let read_started = Instant::now();
+        cache.forget(&Uuid::nil()); // e.g. a password change commits while the read runs
+        cache.put_read(&user(1, "before the change"), read_started);
+        assert!(cache.get(&Uuid::nil()).is_none());
+        // A read that began after the change is cached.
+        cache.put_read(&user(2, "after the change"), Instant::now());
+        assert_eq!(
+            cache.get(&Uuid::nil()).unwrap().user.display_name,
+            "after the change"
         );
     }
 

@@ -148,8 +148,9 @@ impl UserService {
             }
             return Ok(cached.user);
         }
+        let read_started = std::time::Instant::now();
         let user = Self::get(&ctx.db, id).await?;
-        ctx.users.put(&user);
+        ctx.users.put_read(&user, read_started);
         Ok(user)
     }
 
@@ -175,11 +176,12 @@ impl UserService {
     ) -> ServiceResult<User> {
         if patch.display_name.is_none() && patch.metadata.is_none() {
             // Nothing to change (RFC 7396: an empty merge patch): still honour the precondition.
+            let read_started = std::time::Instant::now();
             let user = Self::get(&ctx.db, principal.user_id).await?;
             if expected_version.is_some_and(|v| v != user.version) {
                 return Err(ServiceError::VersionMismatch);
             }
-            ctx.users.put(&user);
+            ctx.users.put_read(&user, read_started);
             return Ok(user);
         }
         let txn = ctx.db.begin().await?;
