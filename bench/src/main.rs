@@ -709,10 +709,8 @@ fn ratio(num: f64, den: f64) -> String {
 
 async fn me_scenario(ctx: &Ctx) -> Section {
     let mut sec = Section::new("GET /v1/me (bearer token)");
-    if let Err(e) = me_runs(ctx, &mut sec).await {
-        sec.error = Some(format!("{e:#}"));
-    }
-    sec
+    let outcome = me_runs(ctx, &mut sec).await;
+    sec.ended(outcome)
 }
 
 async fn me_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
@@ -777,6 +775,54 @@ fn me_goals(sec: &mut Section, variant: &str, m: &Measurement) {
     );
 }
 
+/// The plain handler, then GET /v1/me, both driven by the in-crate generator with the same
+/// clients and tokens: closed loop, or open loop at `rate`. A row each; their measurements.
+async fn me_next_to_plain(
+    ctx: &Ctx,
+    sec: &mut Section,
+    tokens: &[String],
+    rate: Option<f64>,
+) -> Result<(Measurement, Measurement)> {
+    let (c, n, secs) = (ctx.args.connections, tokens.len(), ctx.plan.http.as_secs());
+    let (load, plain_run, me_run) = match rate {
+        None => (
+            format!("{c} clients, {n} tokens round-robin, {secs}s"),
+            "ceiling: plain handler, same generator".to_owned(),
+            format!("GET /v1/me, many users ({n}), saturation"),
+        ),
+        Some(rate) => {
+            let r = report::rate(rate);
+            (
+                format!("{c} clients, open loop at {r} req/s, {n} tokens round-robin, {secs}s"),
+                format!("ceiling: plain handler, same generator, {r} req/s offered"),
+                format!("GET /v1/me, many users ({n}), {r} req/s offered"),
+            )
+        }
+    };
+    // The plain handler ignores the header; sending it keeps the client's work the same.
+    let plain_url = format!("{}/plain", ctx.plain_base);
+    let plain = ctx
+        .generator_get(
+            &plain_url,
+            tokens,
+            ctx.plan.http,
+            Target::Plain,
+            false,
+            rate,
+        )
+        .await?;
+    expect(&plain, &plain_run, &[])?;
+    sec.rows
+        .push(Row::measured(&plain_run, load.clone(), &plain));
+    let me_url = format!("{}/v1/me", ctx.base);
+    let me = ctx
+        .generator_get(&me_url, tokens, ctx.plan.http, Target::Server, true, rate)
+        .await?;
+    sec.rows.push(Row::measured(&me_run, load, &me));
+    expect(&me, &me_run, &[503])?;
+    Ok((plain, me))
+}
+
 /// GET /v1/me with the tokens of `plan.me_users` users in turn, against the plain handler driven
 /// by the same generator with the same clients and headers.
 async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
@@ -791,91 +837,12 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     let setup_s = setup_started.elapsed().as_secs_f64();
     eprintln!("tessera-bench: {n} users ready in {setup_s:.1} s; GET /v1/me, many users");
 
-    // The plain handler ignores the header; sending it keeps the client's work the same.
-    let plain = ctx
-        .generator_get(
-            &format!("{}/plain", ctx.plain_base),
-            &tokens,
-            ctx.plan.http,
-            Target::Plain,
-            false,
-            None,
-        )
-        .await?;
-    expect(&plain, "plain handler (generator)", &[])?;
-    let load = format!(
-        "{c} clients, {n} tokens round-robin, {}s",
-        ctx.plan.http.as_secs()
-    );
-    sec.rows.push(Row::measured(
-        "ceiling: plain handler, same generator",
-        load.clone(),
-        &plain,
-    ));
-
-    let me = ctx
-        .generator_get(
-            &format!("{}/v1/me", ctx.base),
-            &tokens,
-            ctx.plan.http,
-            Target::Server,
-            true,
-            None,
-        )
-        .await?;
-    sec.rows.push(Row::measured(
-        &format!("GET /v1/me, many users ({n}), saturation"),
-        load,
-        &me,
-    ));
-    expect(&me, "GET /v1/me, many users", &[503])?;
-
-    // The goal's operating point: the same users at a fixed offered rate, open loop; the plain
-    // handler first, driven the same way, to show what the generator and the machine add.
+    // Capacity (closed loop), then the goal's operating point: the same users at a fixed
+    // offered rate, open loop. Each next to the plain handler driven the same way, to show what
+    // the generator and the machine add.
+    let (plain, me) = me_next_to_plain(ctx, sec, &tokens, None).await?;
     let rate = ctx.plan.me_rate;
-    let paced_load = format!(
-        "{c} clients, open loop at {} req/s, {n} tokens round-robin, {}s",
-        report::rate(rate),
-        ctx.plan.http.as_secs()
-    );
-    let plain_paced = ctx
-        .generator_get(
-            &format!("{}/plain", ctx.plain_base),
-            &tokens,
-            ctx.plan.http,
-            Target::Plain,
-            false,
-            Some(rate),
-        )
-        .await?;
-    expect(&plain_paced, "plain handler (generator, paced)", &[])?;
-    sec.rows.push(Row::measured(
-        &format!(
-            "ceiling: plain handler, same generator, {} req/s offered",
-            report::rate(rate)
-        ),
-        paced_load.clone(),
-        &plain_paced,
-    ));
-    let paced = ctx
-        .generator_get(
-            &format!("{}/v1/me", ctx.base),
-            &tokens,
-            ctx.plan.http,
-            Target::Server,
-            true,
-            Some(rate),
-        )
-        .await?;
-    sec.rows.push(Row::measured(
-        &format!(
-            "GET /v1/me, many users ({n}), {} req/s offered",
-            report::rate(rate)
-        ),
-        paced_load,
-        &paced,
-    ));
-    expect(&paced, "GET /v1/me, many users, paced", &[503])?;
+    let (_, paced) = me_next_to_plain(ctx, sec, &tokens, Some(rate)).await?;
 
     if let Some(ceiling) = sec.ceiling.as_mut() {
         ceiling.push_str(&format!(
@@ -966,10 +933,8 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
 
 async fn login_scenario(ctx: &Ctx) -> Section {
     let mut sec = Section::new("Login (POST /v1/auth/login)");
-    if let Err(e) = login_runs(ctx, &mut sec).await {
-        sec.error = Some(format!("{e:#}"));
-    }
-    sec
+    let outcome = login_runs(ctx, &mut sec).await;
+    sec.ended(outcome)
 }
 
 async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
@@ -1120,10 +1085,8 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
 async fn refresh_scenario(ctx: &Ctx) -> (Section, Option<String>) {
     let mut sec = Section::new("Refresh rotation (POST /v1/auth/refresh)");
     let mut reuse_failure = None;
-    if let Err(e) = refresh_runs(ctx, &mut sec, &mut reuse_failure).await {
-        sec.error = Some(format!("{e:#}"));
-    }
-    (sec, reuse_failure)
+    let outcome = refresh_runs(ctx, &mut sec, &mut reuse_failure).await;
+    (sec.ended(outcome), reuse_failure)
 }
 
 async fn refresh_runs(
@@ -1220,10 +1183,8 @@ async fn refresh_runs(
 
 async fn register_scenario(ctx: &Ctx) -> Section {
     let mut sec = Section::new("Register (POST /v1/auth/register)");
-    if let Err(e) = register_runs(ctx, &mut sec).await {
-        sec.error = Some(format!("{e:#}"));
-    }
-    sec
+    let outcome = register_runs(ctx, &mut sec).await;
+    sec.ended(outcome)
 }
 
 async fn register_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {

@@ -65,6 +65,14 @@ pub struct Section {
 }
 
 impl Section {
+    /// The section as its runs left it, with the harness error if they could not finish.
+    pub fn ended(mut self, outcome: anyhow::Result<()>) -> Self {
+        if let Err(e) = outcome {
+            self.error = Some(format!("{e:#}"));
+        }
+        self
+    }
+
     pub fn new(title: &str) -> Self {
         Self {
             title: title.to_owned(),

@@ -8,6 +8,16 @@ use uuid::Uuid;
 
 use crate::context::RequestMeta;
 
+/// The `audit_events` columns in the order [`AuditEvent::into_values`] gives their values; a macro
+/// so that SQL constants can `concat!` it.
+macro_rules! audit_columns {
+    () => {
+        "id, organization_id, actor_user_id, actor_session_id, action, target_type, target_id, \
+         details, ip, user_agent, request_id, created_at"
+    };
+}
+pub(crate) use audit_columns;
+
 /// Longest user agent kept in an audit row or a session (longer ones are cut).
 pub const MAX_USER_AGENT_CHARS: usize = 512;
 
@@ -114,6 +124,26 @@ impl AuditEvent {
             request_id: meta.request_id.clone(),
             created_at: Utc::now(),
         }
+    }
+
+    /// This event's column values, in the order of [`audit_columns!`], for statements that insert
+    /// the event themselves (e.g. `INSERT INTO audit_events (audit_columns!()) SELECT $n, ...`).
+    pub fn into_values(self, meta: &RequestMeta) -> [sea_orm::Value; 12] {
+        let row = self.into_row(meta);
+        [
+            row.id.into(),
+            row.organization_id.into(),
+            row.actor_user_id.into(),
+            row.actor_session_id.into(),
+            row.action.into(),
+            row.target_type.into(),
+            row.target_id.into(),
+            row.details.into(),
+            row.ip.into(),
+            row.user_agent.into(),
+            row.request_id.into(),
+            row.created_at.into(),
+        ]
     }
 
     pub async fn record(

@@ -11,7 +11,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::audit::{AuditAction, AuditEvent, MAX_USER_AGENT_CHARS};
+use crate::audit::{audit_columns, AuditAction, AuditEvent, MAX_USER_AGENT_CHARS};
 use crate::context::{AppContext, RequestMeta};
 use crate::domain::Email;
 use crate::error::{ServiceError, ServiceResult};
@@ -141,7 +141,8 @@ impl AuthService {
         user: &User,
         now: DateTime<Utc>,
     ) -> ServiceResult<Option<(Uuid, SecretString)>> {
-        const SQL: &str = r#"
+        const SQL: &str = concat!(
+            r#"
             WITH verified AS (
                 UPDATE users SET last_login_at = $1, failed_login_count = 0
                 WHERE id = $2 AND password_hash = $3 AND status = 'active' AND deleted_at IS NULL
@@ -155,17 +156,18 @@ impl AuthService {
                 SELECT $8, opened.id, $9, $1, $10 FROM opened
                 RETURNING id
             ), event AS (
-                INSERT INTO audit_events (id, organization_id, actor_user_id, actor_session_id, action,
-                    target_type, target_id, details, ip, user_agent, request_id, created_at)
+                INSERT INTO audit_events ("#,
+            audit_columns!(),
+            r#")
                 SELECT $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM token
                 RETURNING id
             )
-            SELECT (SELECT count(*) FROM event) AS opened"#;
+            SELECT (SELECT count(*) FROM event) AS opened"#
+        );
         let session_id = Uuid::now_v7();
         let expires_at = now + Duration::seconds(ctx.settings.auth.session_ttl_secs);
         let refresh = new_refresh_token();
-        let event = Self::login_event(user.id, session_id).into_row(meta);
-        let values: [sea_orm::Value; 22] = [
+        let mut values: Vec<sea_orm::Value> = vec![
             now.into(),
             user.id.into(),
             user.password_hash.clone().into(),
@@ -176,30 +178,23 @@ impl AuthService {
             Uuid::now_v7().into(),
             hash_token(refresh.expose_secret()).into(),
             Self::refresh_expiry(ctx, now, expires_at).into(),
-            event.id.into(),
-            event.organization_id.into(),
-            event.actor_user_id.into(),
-            event.actor_session_id.into(),
-            event.action.into(),
-            event.target_type.into(),
-            event.target_id.into(),
-            event.details.into(),
-            event.ip.into(),
-            event.user_agent.into(),
-            event.request_id.into(),
-            event.created_at.into(),
         ];
-        let row = ctx
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                SQL,
-                values,
-            ))
+        values.extend(Self::login_event(user.id, session_id).into_values(meta));
+        let row = Self::postgres_one(ctx, SQL, values)
             .await?
             .ok_or_else(|| ServiceError::unexpected_msg("sign-in statement returned no row"))?;
         let opened: i64 = row.try_get("", "opened")?;
         Ok((opened == 1).then_some((session_id, refresh)))
+    }
+
+    /// Runs one of the single-statement PostgreSQL paths; its one result row, if any.
+    async fn postgres_one(
+        ctx: &AppContext,
+        sql: &str,
+        values: impl IntoIterator<Item = sea_orm::Value>,
+    ) -> ServiceResult<Option<sea_orm::QueryResult>> {
+        let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+        Ok(ctx.db.query_one_raw(statement).await?)
     }
 
     fn login_event(user_id: Uuid, session_id: Uuid) -> AuditEvent {
@@ -334,14 +329,7 @@ impl AuthService {
             hash_token(refresh.expose_secret()).into(),
             refresh_expiry.into(),
         ];
-        let row = ctx
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                SQL,
-                values,
-            ))
-            .await?;
+        let row = Self::postgres_one(ctx, SQL, values).await?;
         let Some(row) = row else {
             return Err(Self::refresh_refused(ctx, meta, hash).await?);
         };

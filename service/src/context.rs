@@ -255,6 +255,10 @@ mod tests {
         }
     }
 
+    fn name(cache: &UserCache) -> String {
+        cache.get(&Uuid::nil()).expect("cached").user.display_name
+    }
+
     #[test]
     fn refresh_is_handed_out_once_late_in_the_ttl_and_entries_expire() {
         // Generous margins: sleeps may overshoot on a loaded machine.
@@ -295,17 +299,11 @@ mod tests {
         let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
         cache.put(&user(2, "written here"));
         cache.put_refreshed(&user(1, "old"), handed_out, Instant::now());
-        assert_eq!(
-            cache.get(&Uuid::nil()).unwrap().user.display_name,
-            "written here"
-        );
+        assert_eq!(name(&cache), "written here");
         // Undisturbed, the refreshed row lands.
         let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
         cache.put_refreshed(&user(3, "changed elsewhere"), handed_out, Instant::now());
-        assert_eq!(
-            cache.get(&Uuid::nil()).unwrap().user.display_name,
-            "changed elsewhere"
-        );
+        assert_eq!(name(&cache), "changed elsewhere");
     }
 
     #[test]
@@ -317,10 +315,7 @@ mod tests {
         assert!(cache.get(&Uuid::nil()).is_none());
         // A read that began after the change is cached.
         cache.put_read(&user(2, "after the change"), Instant::now());
-        assert_eq!(
-            cache.get(&Uuid::nil()).unwrap().user.display_name,
-            "after the change"
-        );
+        assert_eq!(name(&cache), "after the change");
     }
 
     #[test]
@@ -328,14 +323,8 @@ mod tests {
         let cache = UserCache::new(Duration::from_secs(60), 10);
         cache.put(&user(2, "written here"));
         cache.put(&user(1, "read before the write"));
-        assert_eq!(
-            cache.get(&Uuid::nil()).unwrap().user.display_name,
-            "written here"
-        );
+        assert_eq!(name(&cache), "written here");
         cache.put(&user(3, "changed elsewhere"));
-        assert_eq!(
-            cache.get(&Uuid::nil()).unwrap().user.display_name,
-            "changed elsewhere"
-        );
+        assert_eq!(name(&cache), "changed elsewhere");
     }
 }

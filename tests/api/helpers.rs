@@ -366,6 +366,19 @@ impl TestApp {
         );
     }
 
+    /// Changes a user's display name straight in the database, as another instance would,
+    /// bypassing this instance (and its cache).
+    pub async fn rename_elsewhere(&self, user_id: Uuid, name: &str) {
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        entity::users::Entity::update_many()
+            .col_expr(entity::users::Column::DisplayName, Expr::value(name))
+            .filter(entity::users::Column::Id.eq(user_id))
+            .exec(&self.ctx.db)
+            .await
+            .expect("update");
+    }
+
     /// Audit actions recorded for a user as actor, oldest first.
     pub async fn audit_actions(&self, user_id: Uuid) -> Vec<String> {
         let mut events = service::users::UserService::recent_audit(&self.ctx.db, user_id, 1000)

@@ -375,8 +375,6 @@ async fn patch_me_unconditional_and_empty(app: TestApp) {
 /// instance's own writes show at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_profile_reads_expire() {
-    use sea_orm::sea_query::Expr;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
         s.cache.user_ttl_ms = 300
     })
@@ -385,15 +383,7 @@ async fn cached_profile_reads_expire() {
     let user = app.user("cora").await;
     let me: Value = app.me(&user.access_token).await;
     assert_eq!(me["display_name"], "cora");
-    entity::users::Entity::update_many()
-        .col_expr(
-            entity::users::Column::DisplayName,
-            Expr::value("changed elsewhere"),
-        )
-        .filter(entity::users::Column::Id.eq(user.id))
-        .exec(&app.ctx.db)
-        .await
-        .unwrap();
+    app.rename_elsewhere(user.id, "changed elsewhere").await;
     tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     let me: Value = app.me(&user.access_token).await;
     assert_eq!(me["display_name"], "changed elsewhere");
@@ -417,8 +407,6 @@ async fn cached_profile_reads_expire() {
 /// would have expired, without any request waiting for the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_profiles_are_refreshed_ahead_of_expiry() {
-    use sea_orm::sea_query::{Expr, ExprTrait};
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
         s.cache.user_ttl_ms = 4_000
     })
@@ -427,19 +415,7 @@ async fn cached_profiles_are_refreshed_ahead_of_expiry() {
     let user = app.user("rhea").await;
     let started = std::time::Instant::now();
     assert_eq!(app.me(&user.access_token).await["display_name"], "rhea");
-    entity::users::Entity::update_many()
-        .col_expr(
-            entity::users::Column::DisplayName,
-            Expr::value("changed elsewhere"),
-        )
-        .col_expr(
-            entity::users::Column::Version,
-            Expr::col(entity::users::Column::Version).add(1),
-        )
-        .filter(entity::users::Column::Id.eq(user.id))
-        .exec(&app.ctx.db)
-        .await
-        .unwrap();
+    app.rename_elsewhere(user.id, "changed elsewhere").await;
     // Early in the TTL: the cached row, no refresh.
     assert_eq!(app.me(&user.access_token).await["display_name"], "rhea");
     tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
