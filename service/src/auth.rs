@@ -21,6 +21,12 @@ use crate::sessions::SessionService;
 use crate::tokens::{hash_token, new_refresh_token};
 use crate::users::{User, UserService};
 
+/// A refresh records the session's last sign of life (time, IP, user agent) when the IP or user
+/// agent changed or the recorded time is at least this old; otherwise it leaves the session row
+/// alone. `last_seen_at` is accurate to this much, and a client refreshing every few seconds
+/// does not rewrite its session row each time.
+pub const LAST_SEEN_GRANULARITY: Duration = Duration::seconds(60);
+
 /// What a successful sign-in or refresh hands back. No `Debug`: it holds bearer credentials.
 pub struct IssuedTokens {
     pub access_token: String,
@@ -229,9 +235,9 @@ impl AuthService {
             return Self::refresh_postgres(ctx, meta, &hash, now).await;
         }
 
-        // Five round trips: BEGIN, claim the token, touch the session if it is live and its user
-        // active, store the successor, COMMIT. The claim is the atomic step that makes a token
-        // single use.
+        // BEGIN, claim the token, find the session if it is live and its user active, touch it
+        // if its last sign of life is stale, store the successor, COMMIT. The claim is the atomic
+        // step that makes a token single use.
         let txn = ctx.db.begin().await?;
         let claimed = refresh_tokens::Entity::update_many()
             .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
@@ -244,34 +250,37 @@ impl AuthService {
             txn.rollback().await?;
             return Err(Self::refresh_refused(ctx, meta, &hash).await?);
         };
-        // Touch the session only if it is live and its user may still sign in.
         let active_users = Query::select()
             .column(users::Column::Id)
             .from(users::Entity)
             .and_where(users::Column::Status.eq(UserStatus::Active))
             .and_where(users::Column::DeletedAt.is_null())
             .to_owned();
-        let session = sessions::Entity::update_many()
-            .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
-            .col_expr(sessions::Column::Ip, Expr::value(meta.ip.clone()))
-            .col_expr(
-                sessions::Column::UserAgent,
-                Expr::value(clip(&meta.user_agent, MAX_USER_AGENT_CHARS)),
-            )
-            .filter(sessions::Column::Id.eq(token.session_id))
+        let session = sessions::Entity::find_by_id(token.session_id)
             .filter(sessions::Column::RevokedAt.is_null())
             .filter(sessions::Column::ExpiresAt.gt(now))
             .filter(sessions::Column::UserId.in_subquery(active_users))
-            .exec_with_returning(&txn)
-            .await?
-            .into_iter()
-            .next();
+            .one(&txn)
+            .await?;
         let Some(session) = session else {
             // The token stays consumed either way; find out which refusal applies.
             let refusal = Self::dead_session(&txn, ctx, token.session_id, now).await?;
             txn.commit().await?;
             return Err(refusal);
         };
+        let user_agent = clip(&meta.user_agent, MAX_USER_AGENT_CHARS);
+        if session.last_seen_at < now - LAST_SEEN_GRANULARITY
+            || session.ip != meta.ip
+            || session.user_agent != user_agent
+        {
+            sessions::Entity::update_many()
+                .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
+                .col_expr(sessions::Column::Ip, Expr::value(meta.ip.clone()))
+                .col_expr(sessions::Column::UserAgent, Expr::value(user_agent))
+                .filter(sessions::Column::Id.eq(session.id))
+                .exec(&txn)
+                .await?;
+        }
 
         let refresh = new_refresh_token();
         Self::insert_refresh(
@@ -290,7 +299,10 @@ impl AuthService {
 
     /// The same rotation as the portable path in one statement (PostgreSQL's data-modifying CTEs):
     /// one round trip and one commit instead of five. Row locks on the claimed token make
-    /// concurrent presentations of one token serialize exactly as in the transaction.
+    /// concurrent presentations of one token serialize exactly as in the transaction. The session
+    /// is found by a scalar subquery on its primary key: joined to the `claimed` CTE instead, the
+    /// planner (which cannot see that the CTE holds at most one row) chose a sequential scan of
+    /// every session on each refresh.
     async fn refresh_postgres(
         ctx: &AppContext,
         meta: &RequestMeta,
@@ -302,25 +314,29 @@ impl AuthService {
                 UPDATE refresh_tokens SET used_at = $1
                 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
                 RETURNING id, session_id
-            ), touched AS (
-                UPDATE sessions SET last_seen_at = $1, ip = $3, user_agent = $4
-                FROM claimed
-                WHERE sessions.id = claimed.session_id
+            ), live AS (
+                SELECT sessions.id, sessions.user_id, sessions.expires_at FROM sessions
+                WHERE sessions.id = (SELECT session_id FROM claimed)
                   AND sessions.revoked_at IS NULL AND sessions.expires_at > $1
                   AND sessions.user_id IN
                       (SELECT id FROM users WHERE status = 'active' AND deleted_at IS NULL)
-                RETURNING sessions.id, sessions.user_id, sessions.expires_at
+            ), touched AS (
+                UPDATE sessions SET last_seen_at = $1, ip = $3, user_agent = $4
+                WHERE sessions.id = (SELECT id FROM live) AND sessions.revoked_at IS NULL
+                  AND (sessions.last_seen_at < $8
+                       OR sessions.ip IS DISTINCT FROM $3
+                       OR sessions.user_agent IS DISTINCT FROM $4)
             ), successor AS (
                 INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, created_at, expires_at)
-                SELECT $5, touched.id, $6, claimed.id, $1, LEAST($7, touched.expires_at)
-                FROM touched CROSS JOIN claimed
+                SELECT $5, live.id, $6, claimed.id, $1, LEAST($7, live.expires_at)
+                FROM live CROSS JOIN claimed
                 RETURNING id
             )
-            SELECT claimed.session_id, touched.user_id, (SELECT count(*) FROM successor) AS issued
-            FROM claimed LEFT JOIN touched ON true"#;
+            SELECT claimed.session_id, live.user_id, (SELECT count(*) FROM successor) AS issued
+            FROM claimed LEFT JOIN live ON true"#;
         let refresh = new_refresh_token();
         let refresh_expiry = now + Duration::seconds(ctx.settings.auth.refresh_token_ttl_secs);
-        let values: [sea_orm::Value; 7] = [
+        let values: [sea_orm::Value; 8] = [
             now.into(),
             hash.to_owned().into(),
             meta.ip.clone().into(),
@@ -328,6 +344,7 @@ impl AuthService {
             Uuid::now_v7().into(),
             hash_token(refresh.expose_secret()).into(),
             refresh_expiry.into(),
+            (now - LAST_SEEN_GRANULARITY).into(),
         ];
         let row = Self::postgres_one(ctx, SQL, values).await?;
         let Some(row) = row else {

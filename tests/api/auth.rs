@@ -17,6 +17,7 @@ both_backends!(
     a_sign_in_verified_against_a_stale_row_opens_nothing,
     refresh_rotates_and_reuse_revokes_the_session,
     refresh_rejects_unknown_tokens,
+    refresh_records_the_sessions_last_sign_of_life,
     refresh_stops_at_once_for_disabled_users,
     logout_revokes_the_session,
 );
@@ -297,6 +298,55 @@ async fn refresh_rotates_and_reuse_revokes_the_session(app: TestApp) {
         .audit_actions(user.id)
         .await
         .contains(&"auth.refresh_token_reused".to_owned()));
+}
+
+/// A refresh rewrites its session's last sign of life only when there is something new to
+/// record: another IP or user agent, or a `last_seen_at` at least a minute old.
+async fn refresh_records_the_sessions_last_sign_of_life(app: TestApp) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use service::auth::LAST_SEEN_GRANULARITY;
+
+    let user = app.user("lars").await;
+    let refresh_as = |token: String, agent: &'static str| {
+        let app = &app;
+        async move {
+            let res = app
+                .client
+                .post(app.url("/v1/auth/refresh"))
+                .header("user-agent", agent)
+                .json(&json!({ "refresh_token": token }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let body: Value = res.json().await.unwrap();
+            body["refresh_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let token = refresh_as(user.refresh_token.clone(), "phone/1").await;
+    let moved = app.session(user.session_id).await;
+    assert_eq!(moved.user_agent.as_deref(), Some("phone/1"));
+    assert!(moved.last_seen_at > moved.created_at);
+
+    // Same device, a moment later: nothing new, the row is left alone.
+    let token = refresh_as(token, "phone/1").await;
+    assert_eq!(app.session(user.session_id).await, moved);
+
+    // A minute later: the time is recorded again.
+    let stale = moved.last_seen_at - LAST_SEEN_GRANULARITY;
+    entity::sessions::Entity::update_many()
+        .col_expr(entity::sessions::Column::LastSeenAt, Expr::value(stale))
+        .filter(entity::sessions::Column::Id.eq(user.session_id))
+        .exec(&app.ctx.db)
+        .await
+        .unwrap();
+    let before = chrono::Utc::now();
+    refresh_as(token, "phone/1").await;
+    let seen = app.session(user.session_id).await;
+    assert!(seen.last_seen_at >= before - chrono::Duration::milliseconds(1));
+    assert_eq!(seen.user_agent.as_deref(), Some("phone/1"));
+    assert!(seen.revoked_at.is_none());
 }
 
 async fn refresh_rejects_unknown_tokens(app: TestApp) {
