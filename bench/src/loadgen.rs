@@ -220,33 +220,23 @@ pub async fn get_load_at_rate(
     clients: usize,
     duration: Duration,
 ) -> Result<Measurement> {
-    if rate <= 0.0 || tokens.is_empty() {
-        bail!("an open-loop run needs a positive rate and at least one token");
+    if tokens.is_empty() {
+        bail!("an open-loop run needs at least one token");
     }
     let auths = Arc::new(bearer_headers(tokens)?);
-    let total = (rate * duration.as_secs_f64()).round() as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let next = Arc::new(AtomicU64::new(0));
+    let schedule = Schedule::new(rate, duration)?;
     let started = Instant::now();
-    let start = tokio::time::Instant::now();
     let handles = (0..clients.max(1))
         .map(|_| {
-            let (client, url, auths, next) =
-                (client.clone(), url.to_owned(), auths.clone(), next.clone());
+            let (client, url, auths, schedule) = (
+                client.clone(),
+                url.to_owned(),
+                auths.clone(),
+                schedule.clone(),
+            );
             tokio::spawn(async move {
                 let mut rec = Recorder::default();
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= total {
-                        break;
-                    }
-                    let due = start + interval.mul_f64(k as f64);
-                    let since = if tokio::time::Instant::now() >= due {
-                        due.into_std()
-                    } else {
-                        tokio::time::sleep_until(due).await;
-                        Instant::now()
-                    };
+                while let Some((k, since)) = schedule.next().await {
                     let auth = auths[(k % auths.len() as u64) as usize].clone();
                     rec.send_since(client.get(&url).header(AUTHORIZATION, auth), since)
                         .await;
@@ -256,6 +246,48 @@ pub async fn get_load_at_rate(
         })
         .collect();
     join_all(handles, started).await
+}
+
+/// An open-loop schedule shared by the workers of one run: request `k` is due at
+/// `start + k / rate`, and each worker takes the next one not yet taken.
+#[derive(Clone)]
+struct Schedule {
+    next: Arc<AtomicU64>,
+    total: u64,
+    interval: Duration,
+    start: tokio::time::Instant,
+}
+
+impl Schedule {
+    fn new(rate: f64, duration: Duration) -> Result<Self> {
+        if !rate.is_finite() || rate <= 0.0 {
+            bail!("an open-loop run needs a positive rate");
+        }
+        Ok(Self {
+            next: Arc::new(AtomicU64::new(0)),
+            total: (rate * duration.as_secs_f64()).round() as u64,
+            interval: Duration::from_secs_f64(1.0 / rate),
+            start: tokio::time::Instant::now(),
+        })
+    }
+
+    /// Waits until the next untaken request is due; its number and the moment its latency
+    /// counts from (the due time if this worker is late, else when it woke). `None` once the
+    /// schedule is used up.
+    async fn next(&self) -> Option<(u64, Instant)> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        if k >= self.total {
+            return None;
+        }
+        let due = self.start + self.interval.mul_f64(k as f64);
+        let since = if tokio::time::Instant::now() >= due {
+            due.into_std()
+        } else {
+            tokio::time::sleep_until(due).await;
+            Instant::now()
+        };
+        Some((k, since))
+    }
 }
 
 /// GETs `url` once with each token, the requests spread evenly over `spread` (token `i` at
@@ -405,6 +437,18 @@ pub struct ReuseCheck {
     pub relogins: u64,
 }
 
+impl ReuseCheck {
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, other: &ReuseCheck) {
+        self.presented += other.presented;
+        self.races += other.races;
+        self.replays += other.replays;
+        self.accepted_twice += other.accepted_twice;
+        self.issued_twice += other.issued_twice;
+        self.relogins += other.relogins;
+    }
+}
+
 struct RefreshClient {
     current: String,
     /// The token presented before `current`, already used.
@@ -433,16 +477,21 @@ pub async fn sign_in_clients(
 }
 
 /// Each virtual client (one per signed-in pair) chains refreshes for `duration`, always
-/// presenting the token from its previous answer. Afterwards each client either presents its
-/// current token twice concurrently or replays its previous one: any second acceptance is counted
-/// in [`ReuseCheck::accepted_twice`].
+/// presenting the token from its previous answer: as fast as answers come back (closed loop,
+/// `rate` `None`), or open loop at `rate` refreshes/s, the clients taking the due times in order
+/// as in [`get_load_at_rate`] (a client still waiting for its answer leaves the next due
+/// refresh to another, and a late one counts its latency from the due time). Afterwards each
+/// client either presents its current token twice concurrently or replays its previous one: any
+/// second acceptance is counted in [`ReuseCheck::accepted_twice`].
 pub async fn refresh_load(
     client: &reqwest::Client,
     base: &str,
     email: &str,
     pairs: Vec<TokenPair>,
     duration: Duration,
+    rate: Option<f64>,
 ) -> Result<(Measurement, ReuseCheck)> {
+    let schedule = rate.map(|r| Schedule::new(r, duration)).transpose()?;
     let url = format!("{base}/v1/auth/refresh");
     let ledger = Arc::new(Mutex::new(Ledger {
         presented: HashSet::new(),
@@ -455,12 +504,13 @@ pub async fn refresh_load(
     let handles: Vec<_> = pairs
         .into_iter()
         .map(|pair| {
-            let (client, url, ledger, base, email) = (
+            let (client, url, ledger, base, email, schedule) = (
                 client.clone(),
                 url.clone(),
                 ledger.clone(),
                 base.to_owned(),
                 email.to_owned(),
+                schedule.clone(),
             );
             tokio::spawn(async move {
                 let mut rec = Recorder::default();
@@ -468,14 +518,21 @@ pub async fn refresh_load(
                     current: pair.refresh_token,
                     previous: None,
                 };
-                while Instant::now() < deadline {
+                loop {
+                    let t = match &schedule {
+                        Some(schedule) => match schedule.next().await {
+                            Some((_, since)) => since,
+                            None => break,
+                        },
+                        None if Instant::now() < deadline => Instant::now(),
+                        None => break,
+                    };
                     let token = me.current.clone();
                     let first_time = {
                         let mut l = ledger.lock().expect("ledger");
                         l.check.presented += 1;
                         l.presented.insert(token.clone())
                     };
-                    let t = Instant::now();
                     let answer = match client
                         .post(&url)
                         .json(&json!({ "refresh_token": token }))

@@ -71,6 +71,9 @@ struct Args {
     /// Virtual clients for refresh rotation (each its own session).
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Offered rate of the open-loop refresh run [default: 3000, 300 with --smoke].
+    #[arg(long)]
+    refresh_rate: Option<f64>,
     /// Connections for the login overload burst (well above the default hashing queue of 32).
     #[arg(long, default_value_t = 256)]
     overload_connections: usize,
@@ -106,7 +109,10 @@ impl Args {
 
     /// A partial, smoke or non-default run leaves BENCHMARKS.md alone.
     fn writes_report(&self) -> bool {
-        !self.smoke && self.only.is_empty() && self.server_env.is_empty()
+        !self.smoke
+            && self.only.is_empty()
+            && self.server_env.is_empty()
+            && self.refresh_rate.is_none()
     }
 }
 
@@ -127,11 +133,16 @@ struct Plan {
     overload: Duration,
     register: Duration,
     refresh: Duration,
+    /// The open-loop refresh run: longer, so that the occasional stall of a shared 2-core VM
+    /// counts at the rate it happens rather than all or nothing in one short window.
+    refresh_paced: Duration,
     settle: Duration,
     /// Distinct users (tokens) of the many-users GET /v1/me run.
     me_users: usize,
     /// Offered rate of the open-loop many-users GET /v1/me run (the goal's operating point).
     me_rate: f64,
+    /// Offered rate of the open-loop refresh run (the goal's operating point).
+    refresh_rate: f64,
 }
 
 impl Plan {
@@ -147,9 +158,11 @@ impl Plan {
                 overload: d,
                 register: d,
                 refresh: d,
+                refresh_paced: d,
                 settle: Duration::from_millis(200),
                 me_users: 200,
                 me_rate: 2_000.0,
+                refresh_rate: 300.0,
             }
         } else {
             Self {
@@ -161,10 +174,12 @@ impl Plan {
                 overload: Duration::from_secs(10),
                 register: Duration::from_secs(15),
                 refresh: Duration::from_secs(15),
+                refresh_paced: Duration::from_secs(45),
                 settle: Duration::from_secs(1),
                 // ~24 s of setup on 2 cores (two Argon2id hashes per user at ~170/s).
                 me_users: 2_000,
                 me_rate: 20_000.0,
+                refresh_rate: 3_000.0,
             }
         }
     }
@@ -864,7 +879,7 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         Some(me.ok_rps() >= 20_000.0),
     );
     // Judged only if the offered rate was answered (a generator that fell behind measures less).
-    let kept_up = paced.ok_rps() >= 0.99 * rate;
+    let kept_up = paced.kept_up(rate, ctx.plan.http);
     sec.goal(
         &format!(
             "p99 ≤ 5 ms at {} req/s offered ({n} users, tokens round-robin)",
@@ -1113,16 +1128,9 @@ async fn refresh_runs(
         &plain,
     ));
 
-    let pairs = loadgen::sign_in_clients(&ctx.client, &ctx.base, &ctx.email, c).await?;
-    tokio::time::sleep(ctx.plan.settle).await;
-    let sampler = ctx.sampler(Target::Server);
-    let res =
-        loadgen::refresh_load(&ctx.client, &ctx.base, &ctx.email, pairs, ctx.plan.refresh).await;
-    let usage = sampler.finish();
-    let (mut m, check) = res?;
-    m.usage = usage;
+    let (m, mut check) = refresh_run(ctx, c, None, ctx.plan.refresh).await?;
     sec.rows.push(Row::measured(
-        "refresh, each client chaining its own tokens",
+        "refresh at saturation, each client chaining its own tokens",
         format!(
             "{c} clients (one session each), {}s",
             ctx.plan.refresh.as_secs()
@@ -1130,6 +1138,26 @@ async fn refresh_runs(
         &m,
     ));
     expect(&m, "refresh", &[503])?;
+
+    // The goal's operating point: the offered rate on a fixed schedule (latency from the due
+    // time), with twice the sessions so a slow answer does not hold the schedule back.
+    let rate = ctx.args.refresh_rate.unwrap_or(ctx.plan.refresh_rate);
+    let paced_for = ctx.plan.refresh_paced;
+    let (paced, paced_check) = refresh_run(ctx, 2 * c, Some(rate), paced_for).await?;
+    sec.rows.push(Row::measured(
+        &format!(
+            "refresh at {} req/s offered (open loop)",
+            report::rate(rate)
+        ),
+        format!(
+            "{} clients (one session each), {}s",
+            2 * c,
+            paced_for.as_secs()
+        ),
+        &paced,
+    ));
+    expect(&paced, "refresh (open loop)", &[503])?;
+    check.add(&paced_check);
 
     sec.ceiling = Some(format!(
         "plain actix JSON handler driven by the same generator with the same {c} clients: {} req/s",
@@ -1140,14 +1168,24 @@ async fn refresh_runs(
         ratio(m.ok_rps(), plain.ok_rps())
     ));
     sec.goal(
-        "≥ 3,000/s",
-        format!("{}/s", report::rate(m.ok_rps())),
+        "≥ 3,000/s (saturation)",
+        format!(
+            "{}/s (p99 {} with {c} clients always waiting)",
+            report::rate(m.ok_rps()),
+            report::ms(m.p99_ms)
+        ),
         Some(m.ok_rps() >= 3000.0),
     );
     sec.goal(
-        "p99 ≤ 15 ms",
-        format!("p99 {}", report::ms(m.p99_ms)),
-        m.p99_ms.map(|p| p <= 15.0),
+        &format!("p99 ≤ 15 ms at {} req/s offered", report::rate(rate)),
+        format!(
+            "p99 {} with {} req/s answered 2xx",
+            report::ms(paced.p99_ms),
+            report::rate(paced.ok_rps())
+        ),
+        paced
+            .p99_ms
+            .map(|p| p <= 15.0 && paced.kept_up(rate, paced_for)),
     );
     let clean = check.accepted_twice == 0 && check.issued_twice == 0;
     sec.goal(
@@ -1168,10 +1206,20 @@ async fn refresh_runs(
     sec.notes.push(
         "On PostgreSQL each refresh is one statement (a data-modifying CTE, its own durable \
          commit with synchronous_commit on): claim the token (UPDATE … WHERE used_at IS NULL), \
-         touch the session if it is live and its user active, INSERT the successor. The claimed \
-         row's lock serializes concurrent presentations of one token."
+         check that its session is live and its user active, INSERT the successor; the session \
+         row is rewritten only when its IP or user agent changed or its last_seen_at is a \
+         minute old. The claimed row's lock serializes concurrent presentations of one token."
             .into(),
     );
+    sec.notes.push(format!(
+        "The saturation run's p99 is that of {c} clients that always have a request waiting (it \
+         is {c} ÷ throughput by Little's law, whatever the server does); the p99 goal is judged \
+         at the goal's rate, offered on a fixed schedule for {}s: refresh k is due at start + \
+         k / rate, taken by whichever of the {} sessions is free, and its latency counts from \
+         the due time when no session was free on time.",
+        paced_for.as_secs(),
+        2 * c
+    ));
     if !clean {
         *reuse_failure = Some(format!(
             "refresh token accepted twice: {} times, issued twice: {} times",
@@ -1179,6 +1227,25 @@ async fn refresh_runs(
         ));
     }
     Ok(())
+}
+
+/// Signs `clients` sessions in, then chains refreshes on them for `duration`, closed loop or at
+/// `rate`; the server's CPU and memory are sampled over the timed part.
+async fn refresh_run(
+    ctx: &Ctx,
+    clients: usize,
+    rate: Option<f64>,
+    duration: Duration,
+) -> Result<(Measurement, loadgen::ReuseCheck)> {
+    let pairs = loadgen::sign_in_clients(&ctx.client, &ctx.base, &ctx.email, clients).await?;
+    tokio::time::sleep(ctx.plan.settle).await;
+    let sampler = ctx.sampler(Target::Server);
+    let res =
+        loadgen::refresh_load(&ctx.client, &ctx.base, &ctx.email, pairs, duration, rate).await;
+    let usage = sampler.finish();
+    let (mut m, check) = res?;
+    m.usage = usage;
+    Ok((m, check))
 }
 
 async fn register_scenario(ctx: &Ctx) -> Section {

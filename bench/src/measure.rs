@@ -35,6 +35,13 @@ impl Measurement {
         self.count(|s| (200..300).contains(&s))
     }
 
+    /// Whether an open-loop run at `rate` for `duration` got 2xx answers to 99% of the requests
+    /// it offered (counted, not divided by the elapsed time, which includes the last answers'
+    /// tail).
+    pub fn kept_up(&self, rate: f64, duration: std::time::Duration) -> bool {
+        self.ok() as f64 >= 0.99 * (rate * duration.as_secs_f64()).round()
+    }
+
     pub fn responses(&self) -> u64 {
         self.count(|_| true)
     }
