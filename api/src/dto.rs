@@ -218,8 +218,11 @@ impl From<IssuedTokens> for TokenPair {
 pub struct SessionResponse {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
+    /// Last sign-in or refresh, to the minute (a refresh within a minute of the last recorded one
+    /// updates it only if the IP or user agent changed).
     pub last_seen_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Address of the last recorded sign of life.
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     /// Whether this is the session of the token making the request.

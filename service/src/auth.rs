@@ -299,10 +299,13 @@ impl AuthService {
 
     /// The same rotation as the portable path in one statement (PostgreSQL's data-modifying CTEs):
     /// one round trip and one commit instead of five. Row locks on the claimed token make
-    /// concurrent presentations of one token serialize exactly as in the transaction. The session
-    /// is found by a scalar subquery on its primary key: joined to the `claimed` CTE instead, the
-    /// planner (which cannot see that the CTE holds at most one row) chose a sequential scan of
-    /// every session on each refresh.
+    /// concurrent presentations of one token serialize exactly as in the transaction. The live
+    /// session is read `FOR SHARE`: a revocation (an UPDATE of that row) committing meanwhile is
+    /// waited for and re-checked, so no refresh succeeds after a revocation has committed; the
+    /// successor's foreign-key check locks that row anyway, so this adds no row version. The
+    /// session is found by a scalar subquery on its primary key: joined to the `claimed` CTE
+    /// instead, the planner (which cannot see that the CTE holds at most one row) chose a
+    /// sequential scan of every session on each refresh.
     async fn refresh_postgres(
         ctx: &AppContext,
         meta: &RequestMeta,
@@ -320,6 +323,7 @@ impl AuthService {
                   AND sessions.revoked_at IS NULL AND sessions.expires_at > $1
                   AND sessions.user_id IN
                       (SELECT id FROM users WHERE status = 'active' AND deleted_at IS NULL)
+                FOR SHARE OF sessions
             ), touched AS (
                 UPDATE sessions SET last_seen_at = $1, ip = $3, user_agent = $4
                 WHERE sessions.id = (SELECT id FROM live) AND sessions.revoked_at IS NULL

@@ -329,7 +329,9 @@ async fn refresh_records_the_sessions_last_sign_of_life(app: TestApp) {
     assert_eq!(moved.user_agent.as_deref(), Some("phone/1"));
     assert!(moved.last_seen_at > moved.created_at);
 
-    // Same device, a moment later: nothing new, the row is left alone.
+    // Same device, a moment later: nothing new, the row is left alone. (A new IP is recorded the
+    // same way as a new user agent; every test request comes from 127.0.0.1, so only the agent
+    // can change here.)
     let token = refresh_as(token, "phone/1").await;
     assert_eq!(app.session(user.session_id).await, moved);
 

@@ -9,7 +9,8 @@ use crate::helpers::{TestApp, PASSWORD};
 
 both_backends!(
     concurrent_registrations_of_one_email,
-    concurrent_use_of_one_refresh_token
+    concurrent_use_of_one_refresh_token,
+    a_refresh_waits_for_a_revocation_in_progress
 );
 
 async fn concurrent_registrations_of_one_email(app: TestApp) {
@@ -83,4 +84,50 @@ async fn overload_is_shed_with_503_and_retry_after() {
     assert!(ok >= 1, "some logins get through");
     assert!(shed >= 1, "the rest are shed");
     assert_eq!(ok + shed, 30);
+}
+
+/// A refresh that arrives while its session is being revoked waits for the revocation and is then
+/// refused: no refresh answers 200 once a revocation has committed, even one that started first.
+/// (PostgreSQL: the live session is read `FOR SHARE`, which the revoking UPDATE's row lock blocks;
+/// SQLite: the revoking transaction holds the only writer.)
+async fn a_refresh_waits_for_a_revocation_in_progress(app: TestApp) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+
+    let user = app.user("rhea").await;
+    let revoking = app.ctx.db.begin().await.unwrap();
+    entity::sessions::Entity::update_many()
+        .col_expr(
+            entity::sessions::Column::RevokedAt,
+            Expr::value(chrono::Utc::now()),
+        )
+        .col_expr(entity::sessions::Column::RevokedReason, Expr::value("test"))
+        .filter(entity::sessions::Column::Id.eq(user.session_id))
+        .exec(&revoking)
+        .await
+        .unwrap();
+
+    let refresh = {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/v1/auth/refresh"),
+            user.refresh_token.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({ "refresh_token": token }))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !refresh.is_finished(),
+        "the refresh answered while the revocation was still open"
+    );
+    revoking.commit().await.unwrap();
+    let res = refresh.await.unwrap();
+    crate::helpers::assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
 }
