@@ -245,7 +245,9 @@ pub async fn get_load_at_rate(
             })
         })
         .collect();
-    join_all(handles, started).await
+    let mut m = join_all(handles, started).await?;
+    m.schedule_behind_ms = Some(schedule.behind_ms());
+    Ok(m)
 }
 
 /// An open-loop schedule shared by the workers of one run: request `k` is due at
@@ -256,6 +258,8 @@ struct Schedule {
     total: u64,
     interval: Duration,
     start: tokio::time::Instant,
+    /// How late (µs) the last request was taken, once it has been.
+    last_late_us: Arc<AtomicU64>,
 }
 
 impl Schedule {
@@ -268,6 +272,7 @@ impl Schedule {
             total: (rate * duration.as_secs_f64()).round() as u64,
             interval: Duration::from_secs_f64(1.0 / rate),
             start: tokio::time::Instant::now(),
+            last_late_us: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -286,7 +291,20 @@ impl Schedule {
             tokio::time::sleep_until(due).await;
             Instant::now()
         };
+        if k + 1 == self.total {
+            let late = tokio::time::Instant::now().saturating_duration_since(due);
+            self.last_late_us
+                .store(late.as_micros() as u64, Ordering::Relaxed);
+        }
         Some((k, since))
+    }
+
+    /// How late the last scheduled request went out, in ms (the whole duration if it never did).
+    fn behind_ms(&self) -> f64 {
+        if self.next.load(Ordering::Relaxed) < self.total {
+            return (self.interval.mul_f64(self.total as f64)).as_secs_f64() * 1e3;
+        }
+        self.last_late_us.load(Ordering::Relaxed) as f64 / 1e3
     }
 }
 
@@ -600,7 +618,8 @@ pub async fn refresh_load(
         recs.push(rec);
         finals.push(me);
     }
-    let measurement = merge(recs, started.elapsed());
+    let mut measurement = merge(recs, started.elapsed());
+    measurement.schedule_behind_ms = schedule.as_ref().map(Schedule::behind_ms);
 
     // Reuse probes, outside the timed window.
     let status_of = |token: String| {
@@ -741,5 +760,23 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// A schedule knows how late its last request went out: about nothing when the worker
+    /// keeps up, the backlog when it cannot (which `Measurement::kept_up` then refuses).
+    #[tokio::test]
+    async fn schedule_reports_how_far_behind_it_fell() {
+        let on_time = Schedule::new(1_000.0, Duration::from_millis(50)).unwrap();
+        while on_time.next().await.is_some() {}
+        assert!(on_time.behind_ms() < 20.0, "{}", on_time.behind_ms());
+
+        // One worker that needs 4 ms per request, offered one every 1 ms for 50 ms.
+        let slow = Schedule::new(1_000.0, Duration::from_millis(50)).unwrap();
+        while slow.next().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+        assert!(slow.behind_ms() >= 100.0, "{}", slow.behind_ms());
+        let unfinished = Schedule::new(1_000.0, Duration::from_millis(50)).unwrap();
+        assert!(unfinished.behind_ms() >= 50.0);
     }
 }

@@ -576,13 +576,7 @@ async fn run(args: Args) -> Result<Vec<String>> {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command: std::env::var("TESSERA_BENCH_COMMAND").unwrap_or_else(|_| {
             std::env::args()
-                .map(|a| {
-                    if a.contains(' ') {
-                        format!("'{a}'")
-                    } else {
-                        a
-                    }
-                })
+                .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
                 .collect::<Vec<_>>()
                 .join(" ")
         }),
@@ -597,10 +591,10 @@ async fn run(args: Args) -> Result<Vec<String>> {
             tessera_version(&tessera)
         ),
         tools: format!(
-            "{oha_version} for fixed requests, the in-crate generator (tokio + reqwest, closed loop) \
-             for register, refresh and GET /v1/me with many users (each compared with the plain \
-             handler driven by the same generator); all on loopback, sharing the {cores} cores \
-             with the server and PostgreSQL"
+            "{oha_version} for fixed requests, the in-crate generator (tokio + reqwest; closed \
+             loop, and open loop on a fixed schedule for the p99 goals) for register, refresh and \
+             GET /v1/me with many users (each compared with the plain handler driven by the same \
+             generator); all on loopback, sharing the {cores} cores with the server and PostgreSQL"
         ),
         duration_s: started.elapsed().as_secs_f64(),
     };
@@ -878,7 +872,7 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         format!("{} req/s", report::rate(me.ok_rps())),
         Some(me.ok_rps() >= 20_000.0),
     );
-    // Judged only if the offered rate was answered (a generator that fell behind measures less).
+    // Judged only if the offered rate went out on time and was answered (see `kept_up`).
     let kept_up = paced.kept_up(rate, ctx.plan.http);
     sec.goal(
         &format!(
@@ -1212,11 +1206,12 @@ async fn refresh_runs(
             .into(),
     );
     sec.notes.push(format!(
-        "The saturation run's p99 is that of {c} clients that always have a request waiting (it \
-         is {c} ÷ throughput by Little's law, whatever the server does); the p99 goal is judged \
-         at the goal's rate, offered on a fixed schedule for {}s: refresh k is due at start + \
-         k / rate, taken by whichever of the {} sessions is free, and its latency counts from \
-         the due time when no session was free on time.",
+        "The saturation run's latencies are those of a queue that is never empty: its {c} \
+         clients always have a request waiting, so the mean is {c} ÷ throughput (Little's law) \
+         whatever the server does. The p99 goal is judged at the goal's rate, offered on a fixed \
+         schedule for {}s: refresh k is due at start + k / rate, taken by whichever of the {} \
+         sessions is free, and its latency counts from the due time when no session was free on \
+         time.",
         paced_for.as_secs(),
         2 * c
     ));

@@ -19,6 +19,8 @@ pub struct Measurement {
     pub rejected_p99_ms: Option<f64>,
     /// Over 2xx responses only, when the tool reports it.
     pub ok_p99_ms: Option<f64>,
+    /// Open-loop runs: how late the last scheduled request went out (0 when on time).
+    pub schedule_behind_ms: Option<f64>,
     pub usage: Usage,
 }
 
@@ -35,11 +37,16 @@ impl Measurement {
         self.count(|s| (200..300).contains(&s))
     }
 
-    /// Whether an open-loop run at `rate` for `duration` got 2xx answers to 99% of the requests
-    /// it offered (counted, not divided by the elapsed time, which includes the last answers'
-    /// tail).
+    /// Whether an open-loop run at `rate` for `duration` was offered on time and answered: its last
+    /// scheduled request went out at most 1% of the duration late (a generator starved of CPU, or
+    /// workers all waiting on a server that fell behind, would send it later), and 99% of the
+    /// requests it offered got a 2xx (counted, not divided by an elapsed time that includes the
+    /// last answers' tail).
     pub fn kept_up(&self, rate: f64, duration: std::time::Duration) -> bool {
-        self.ok() as f64 >= 0.99 * (rate * duration.as_secs_f64()).round()
+        let on_time = self
+            .schedule_behind_ms
+            .is_some_and(|late| late <= duration.as_secs_f64() * 10.0);
+        on_time && self.ok() as f64 >= 0.99 * (rate * duration.as_secs_f64()).round()
     }
 
     pub fn responses(&self) -> u64 {

@@ -150,6 +150,7 @@ fn parse(json: &Value) -> Result<Measurement> {
         p99_ms: ms(json, "latencyPercentiles", "p99"),
         rejected_p99_ms: ms(json, "latencyPercentilesNotSuccessful", "p99"),
         ok_p99_ms: ms(json, "latencyPercentilesSuccessful", "p99"),
+        schedule_behind_ms: None,
         usage: Default::default(),
     })
 }
