@@ -4,9 +4,9 @@
 //! sorted for the percentiles. [`get_load_at_rate`] is the open-loop variant: requests go out on
 //! a fixed schedule whatever the answers, and latencies count from the scheduled moment.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -473,10 +473,39 @@ struct RefreshClient {
     previous: Option<String>,
 }
 
-struct Ledger {
-    presented: HashSet<String>,
-    issued: HashSet<String>,
-    check: ReuseCheck,
+/// What one refresh client saw, kept locally during the timed run (no lock shared by all the
+/// clients, whose growing sets would pause every client while they rehash) and checked after it.
+#[derive(Default)]
+struct Tally {
+    /// Every token presented, and whether that presentation was answered 200.
+    presented: Vec<(String, bool)>,
+    /// Every refresh token received, the first sign-in's included.
+    issued: Vec<String>,
+    relogins: u64,
+}
+
+impl ReuseCheck {
+    /// Counts, over all clients' tallies, the presentations, the tokens accepted more than once
+    /// and the tokens handed out more than once.
+    fn from_tallies(tallies: &[Tally]) -> Self {
+        let mut accepted: HashMap<&str, u64> = HashMap::new();
+        let mut issued: HashSet<&str> = HashSet::new();
+        let mut check = ReuseCheck::default();
+        for tally in tallies {
+            check.presented += tally.presented.len() as u64;
+            check.relogins += tally.relogins;
+            for (token, ok) in &tally.presented {
+                *accepted.entry(token.as_str()).or_default() += u64::from(*ok);
+            }
+            for token in &tally.issued {
+                if !issued.insert(token.as_str()) {
+                    check.issued_twice += 1;
+                }
+            }
+        }
+        check.accepted_twice = accepted.values().map(|n| n.saturating_sub(1)).sum();
+        check
+    }
 }
 
 /// Signs `n` clients in as `email`, a few at a time so the password pool never refuses them.
@@ -511,27 +540,24 @@ pub async fn refresh_load(
 ) -> Result<(Measurement, ReuseCheck)> {
     let schedule = rate.map(|r| Schedule::new(r, duration)).transpose()?;
     let url = format!("{base}/v1/auth/refresh");
-    let ledger = Arc::new(Mutex::new(Ledger {
-        presented: HashSet::new(),
-        issued: pairs.iter().map(|p| p.refresh_token.clone()).collect(),
-        check: ReuseCheck::default(),
-    }));
-
     let started = Instant::now();
     let deadline = started + duration;
     let handles: Vec<_> = pairs
         .into_iter()
         .map(|pair| {
-            let (client, url, ledger, base, email, schedule) = (
+            let (client, url, base, email, schedule) = (
                 client.clone(),
                 url.clone(),
-                ledger.clone(),
                 base.to_owned(),
                 email.to_owned(),
                 schedule.clone(),
             );
             tokio::spawn(async move {
                 let mut rec = Recorder::default();
+                let mut tally = Tally {
+                    issued: vec![pair.refresh_token.clone()],
+                    ..Tally::default()
+                };
                 let mut me = RefreshClient {
                     current: pair.refresh_token,
                     previous: None,
@@ -546,11 +572,6 @@ pub async fn refresh_load(
                         None => break,
                     };
                     let token = me.current.clone();
-                    let first_time = {
-                        let mut l = ledger.lock().expect("ledger");
-                        l.check.presented += 1;
-                        l.presented.insert(token.clone())
-                    };
                     let answer = match client
                         .post(&url)
                         .json(&json!({ "refresh_token": token }))
@@ -579,25 +600,22 @@ pub async fn refresh_load(
                         Some((200, body)) => serde_json::from_slice::<TokenPair>(body).ok(),
                         _ => None,
                     };
+                    tally
+                        .presented
+                        .push((token, matches!(answer, Some((200, _)))));
                     match next {
                         Some(pair) => {
-                            let mut l = ledger.lock().expect("ledger");
-                            if !first_time {
-                                l.check.accepted_twice += 1;
-                            }
-                            if !l.issued.insert(pair.refresh_token.clone()) {
-                                l.check.issued_twice += 1;
-                            }
-                            drop(l);
+                            tally.issued.push(pair.refresh_token.clone());
                             me.previous =
                                 Some(std::mem::replace(&mut me.current, pair.refresh_token));
                         }
                         None => {
                             // The token's fate is unknown (refused, timed out): start a new
                             // session rather than risk presenting a used token.
-                            ledger.lock().expect("ledger").check.relogins += 1;
+                            tally.relogins += 1;
                             match login(&client, &base, &email).await {
                                 Ok(pair) => {
+                                    tally.issued.push(pair.refresh_token.clone());
                                     me.current = pair.refresh_token;
                                     me.previous = None;
                                 }
@@ -606,17 +624,19 @@ pub async fn refresh_load(
                         }
                     }
                 }
-                (rec, me)
+                (rec, me, tally)
             })
         })
         .collect();
 
     let mut recs = Vec::with_capacity(handles.len());
     let mut finals = Vec::with_capacity(handles.len());
+    let mut tallies = Vec::with_capacity(handles.len());
     for h in handles {
-        let (rec, me) = h.await.context("refresh task panicked")?;
+        let (rec, me, tally) = h.await.context("refresh task panicked")?;
         recs.push(rec);
         finals.push(me);
+        tallies.push(tally);
     }
     let mut measurement = merge(recs, started.elapsed());
     measurement.schedule_behind_ms = schedule.as_ref().map(Schedule::behind_ms);
@@ -635,7 +655,7 @@ pub async fn refresh_load(
     };
     // Half the clients present their current token twice at once (one must lose); the other
     // half replay the token they used before, while their session is still live.
-    let mut check = ledger.lock().expect("ledger").check.clone();
+    let mut check = ReuseCheck::from_tallies(&tallies);
     for (i, me) in finals.into_iter().enumerate() {
         match me.previous {
             Some(prev) if i % 2 == 1 => {
@@ -659,6 +679,7 @@ pub async fn refresh_load(
 mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
+    use std::sync::Mutex;
 
     use super::*;
 
@@ -760,6 +781,49 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// The reuse check over all clients: a token answered 200 twice, or handed out twice, is
+    /// counted whichever clients saw it; a refused presentation is not an acceptance.
+    #[test]
+    fn reuse_is_counted_across_clients() {
+        let s = |t: &str| t.to_owned();
+        let clean = [
+            Tally {
+                presented: vec![(s("a"), true), (s("b"), false)],
+                issued: vec![s("a"), s("b")],
+                relogins: 1,
+            },
+            Tally {
+                presented: vec![(s("c"), true)],
+                issued: vec![s("c"), s("d")],
+                relogins: 0,
+            },
+        ];
+        let check = ReuseCheck::from_tallies(&clean);
+        assert_eq!(
+            (
+                check.presented,
+                check.accepted_twice,
+                check.issued_twice,
+                check.relogins
+            ),
+            (3, 0, 0, 1)
+        );
+        let broken = [
+            Tally {
+                presented: vec![(s("a"), true), (s("a"), false)],
+                issued: vec![s("a"), s("x")],
+                relogins: 0,
+            },
+            Tally {
+                presented: vec![(s("a"), true)],
+                issued: vec![s("x")],
+                relogins: 0,
+            },
+        ];
+        let check = ReuseCheck::from_tallies(&broken);
+        assert_eq!((check.accepted_twice, check.issued_twice), (1, 1));
     }
 
     /// A schedule knows how late its last request went out: about nothing when the worker
