@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmarks of a release build on PostgreSQL (see BENCHMARKS.md).
 #
-#   bench/run.sh            full run (about 4 minutes after the build), rewrites the generated section of BENCHMARKS.md
+#   bench/run.sh            full run (about 9 minutes after the build), rewrites the generated section of BENCHMARKS.md
 #   bench/run.sh --smoke    a few seconds per scenario, results to stdout only (CI)
 #
 # Other flags go to tessera-bench (`--help`). Needs PostgreSQL on 127.0.0.1:5432 (or
