@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::error::ServiceResult;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
-use crate::users::User;
+use crate::users::{User, UserRefresher};
 
 /// Who made a request, for sessions and the audit log.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +31,8 @@ pub struct AppContext {
     pub keys: Arc<TokenKeys>,
     pub revoked: Arc<RevokedSessions>,
     pub users: Arc<UserCache>,
+    /// Batches the user cache's background re-reads.
+    pub refresher: Arc<UserRefresher>,
 }
 
 impl AppContext {
@@ -47,6 +49,7 @@ impl AppContext {
             keys: Arc::new(keys),
             revoked: Arc::new(RevokedSessions::default()),
             users: Arc::new(users),
+            refresher: Arc::new(UserRefresher::default()),
         })
     }
 }

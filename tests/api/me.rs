@@ -439,3 +439,51 @@ async fn cached_profiles_are_refreshed_ahead_of_expiry() {
     );
     assert_eq!(seen, "changed elsewhere");
 }
+
+/// Refresh-ahead reads are batched (one query for the users queued within a few milliseconds):
+/// several users due at the same moment are all re-read before their entries expire, each entry
+/// with its own user's row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_profiles_of_many_users_are_refreshed_together() {
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
+        s.cache.user_ttl_ms = 4_000
+    })
+    .await
+    .unwrap();
+    let mut users = Vec::new();
+    for i in 0..5 {
+        users.push(app.user(&format!("batch{i}")).await);
+    }
+    // Cache all five at one moment (signing up cached each when it was written), so that they
+    // come due together.
+    for user in &users {
+        app.ctx.users.forget(&user.id);
+    }
+    let started = std::time::Instant::now();
+    let cached =
+        futures_util::future::join_all(users.iter().map(|u| app.me(&u.access_token))).await;
+    for (i, (me, user)) in cached.iter().zip(&users).enumerate() {
+        assert_eq!(me["display_name"], format!("batch{i}"));
+        app.rename_elsewhere(user.id, &format!("renamed{i}")).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(3_100).saturating_sub(started.elapsed()))
+        .await;
+    // Past three quarters of the TTL: all still cached, and all due for a re-read at once (asked
+    // together, so they fall into one batch).
+    let asked = futures_util::future::join_all(users.iter().map(|u| app.me(&u.access_token))).await;
+    for (i, me) in asked.iter().enumerate() {
+        assert_eq!(me["display_name"], format!("batch{i}"));
+    }
+    let mut fresh = 0;
+    while started.elapsed() < std::time::Duration::from_millis(3_900) && fresh < users.len() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        fresh = 0;
+        for (i, user) in users.iter().enumerate() {
+            if app.me(&user.access_token).await["display_name"] == format!("renamed{i}") {
+                fresh += 1;
+            }
+        }
+    }
+    assert_eq!(fresh, users.len(), "refreshed before the TTL ran out");
+    assert!(started.elapsed() < std::time::Duration::from_millis(4_000));
+}
