@@ -190,6 +190,13 @@ impl TestApp {
         Some(Self::start(db, tweak).await)
     }
 
+    /// Spawns on SQLite with the user cache's TTL set to `ms` (for the cache-timing tests).
+    pub async fn sqlite_with_user_ttl(ms: u64) -> TestApp {
+        Self::spawn_with(Backend::Sqlite, |s| s.cache.user_ttl_ms = ms)
+            .await
+            .expect("sqlite is always available")
+    }
+
     /// Spawns over an existing database that the caller owns.
     pub async fn spawn_with_database(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         Self::start(

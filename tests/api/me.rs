@@ -375,11 +375,7 @@ async fn patch_me_unconditional_and_empty(app: TestApp) {
 /// instance's own writes show at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_profile_reads_expire() {
-    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
-        s.cache.user_ttl_ms = 300
-    })
-    .await
-    .unwrap();
+    let app = TestApp::sqlite_with_user_ttl(300).await;
     let user = app.user("cora").await;
     let me: Value = app.me(&user.access_token).await;
     assert_eq!(me["display_name"], "cora");
@@ -407,11 +403,7 @@ async fn cached_profile_reads_expire() {
 /// would have expired, without any request waiting for the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_profiles_are_refreshed_ahead_of_expiry() {
-    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
-        s.cache.user_ttl_ms = 4_000
-    })
-    .await
-    .unwrap();
+    let app = TestApp::sqlite_with_user_ttl(4_000).await;
     let user = app.user("rhea").await;
     let started = std::time::Instant::now();
     assert_eq!(app.me(&user.access_token).await["display_name"], "rhea");
@@ -445,11 +437,7 @@ async fn cached_profiles_are_refreshed_ahead_of_expiry() {
 /// with its own user's row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_profiles_of_many_users_are_refreshed_together() {
-    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |s| {
-        s.cache.user_ttl_ms = 4_000
-    })
-    .await
-    .unwrap();
+    let app = TestApp::sqlite_with_user_ttl(4_000).await;
     let mut users = Vec::new();
     for i in 0..5 {
         users.push(app.user(&format!("batch{i}")).await);
