@@ -8,6 +8,8 @@ pub struct Database {
     admin_url: String,
     pub name: String,
     pub url: String,
+    /// What the server is given: `url`, without TLS when PostgreSQL is on this machine.
+    pub server_url: String,
 }
 
 impl Database {
@@ -25,6 +27,7 @@ impl Database {
         Ok(Self {
             admin_url: admin_url.to_owned(),
             name,
+            server_url: without_loopback_tls(&url),
             url,
         })
     }
@@ -79,9 +82,64 @@ fn with_database(url: &str, name: &str) -> Result<String> {
     Ok(format!("{}/{name}{query}", &base[..authority_end]))
 }
 
+/// `url` with `sslmode=disable` added when its host is loopback and it names no sslmode.
+/// PostgreSQL's default (`prefer`) negotiates TLS even over loopback, where it protects nothing
+/// and costs both the server and PostgreSQL CPU on the very cores the benchmark measures; an
+/// explicit sslmode is kept as given.
+fn without_loopback_tls(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host_port.split(':').next().unwrap_or(host_port),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback || url.contains("sslmode=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}sslmode=disable")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{with_database, without_loopback_tls};
+
+    #[test]
+    fn loopback_connections_go_without_tls_unless_told_otherwise() {
+        for (given, expected) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/x",
+                "postgres://postgres@127.0.0.1:5432/x?sslmode=disable",
+            ),
+            (
+                "postgres://u:p@localhost/x?application_name=b",
+                "postgres://u:p@localhost/x?application_name=b&sslmode=disable",
+            ),
+            (
+                "postgres://[::1]:5432/x",
+                "postgres://[::1]:5432/x?sslmode=disable",
+            ),
+            (
+                "postgres://u@127.0.0.1/x?sslmode=require",
+                "postgres://u@127.0.0.1/x?sslmode=require",
+            ),
+            (
+                "postgres://u@db.internal:5432/x",
+                "postgres://u@db.internal:5432/x",
+            ),
+            ("postgres://u@10.0.0.5/x", "postgres://u@10.0.0.5/x"),
+        ] {
+            assert_eq!(without_loopback_tls(given), expected, "{given}");
+        }
+    }
 
     #[test]
     fn replaces_the_database() {
