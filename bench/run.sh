@@ -29,9 +29,26 @@ if ! psql "$PG_URL" -qAtXc 'select 1' >/dev/null 2>&1; then
     exit 1
 fi
 
-echo "==> cargo build --release -p api -p bench" >&2
-cargo build --release --locked -p api -p bench
+# Measurements need the release build. CI's smoke (numbers not judged) sets
+# TESSERA_BENCH_PROFILE=dev: the workspace's debug build with all targets has the feature set of
+# the test build just before it, so on a fresh machine it reuses those compiled dependencies
+# instead of spending ~10 minutes on an optimized build.
+case "${TESSERA_BENCH_PROFILE:-release}" in
+    release)
+        echo "==> cargo build --release -p api -p bench" >&2
+        cargo build --release --locked -p api -p bench
+        BIN="$CARGO_TARGET_DIR/release"
+        ;;
+    dev)
+        echo "==> cargo build --workspace --all-targets (debug build: smoke only)" >&2
+        cargo build --locked --workspace --all-targets
+        BIN="$CARGO_TARGET_DIR/debug"
+        ;;
+    *)
+        echo "bench/run.sh: TESSERA_BENCH_PROFILE must be release or dev" >&2
+        exit 2
+        ;;
+esac
 
 export TESSERA_BENCH_COMMAND="bench/run.sh${*:+ $*}"
-exec "$CARGO_TARGET_DIR/release/tessera-bench" \
-    --tessera "$CARGO_TARGET_DIR/release/tessera" --pg-url "$PG_URL" "$@"
+exec "$BIN/tessera-bench" --tessera "$BIN/tessera" --pg-url "$PG_URL" "$@"

@@ -595,10 +595,16 @@ async fn run(args: Args) -> Result<Vec<String>> {
         machine: machine_facts(cores),
         load_before,
         server: format!(
-            "release `tessera serve` ({}) with {cores} actix workers and {settings} \
+            "{} `tessera serve` ({}) with {cores} actix workers and {settings} \
              (PostgreSQL pool 16, password pool = {cores} hashes at once + queue of 32), \
              log level warn; PostgreSQL {pg_version} ({pg_settings}), fresh database, \
              dropped afterwards; the server's connection: {}",
+            // run.sh builds the server and this harness with the same profile.
+            if cfg!(debug_assertions) {
+                "debug-build (smoke only, numbers not comparable)"
+            } else {
+                "release"
+            },
             tessera_version(&tessera),
             if db.server_url.contains("sslmode=disable") {
                 "loopback without TLS (sslmode=disable)"
