@@ -607,7 +607,7 @@ async fn run(args: Args) -> Result<Vec<String>> {
             },
             tessera_version(&tessera),
             if db.server_url.contains("sslmode=disable") {
-                "loopback without TLS (sslmode=disable)"
+                "without TLS (sslmode=disable)"
             } else {
                 "as given by --pg-url"
             }
