@@ -87,25 +87,22 @@ fn with_database(url: &str, name: &str) -> Result<String> {
 /// and costs both the server and PostgreSQL CPU on the very cores the benchmark measures; an
 /// explicit sslmode is kept as given.
 fn without_loopback_tls(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
         return url.to_owned();
     };
-    let rest = &url[scheme_end..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host_port.split(':').next().unwrap_or(host_port),
-    };
+    // `host_str` keeps an IPv6 address in brackets.
+    let host = parsed.host_str().unwrap_or("");
     let loopback = host == "localhost"
         || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    if !loopback || url.contains("sslmode=") {
+    if !loopback || parsed.query_pairs().any(|(k, _)| k == "sslmode") {
         return url.to_owned();
     }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}sslmode=disable")
+    parsed.query_pairs_mut().append_pair("sslmode", "disable");
+    parsed.into()
 }
 
 #[cfg(test)]
