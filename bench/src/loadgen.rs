@@ -69,6 +69,8 @@ pub async fn login(client: &reqwest::Client, base: &str, email: &str) -> Result<
 #[derive(Default)]
 struct Recorder {
     latencies_us: Vec<u64>,
+    /// When each of `latencies_us` started counting (its due time, or its send).
+    since: Vec<Instant>,
     statuses: BTreeMap<u16, u64>,
     errors: BTreeMap<String, u64>,
 }
@@ -76,6 +78,7 @@ struct Recorder {
 impl Recorder {
     fn response(&mut self, status: u16, started: Instant) {
         self.latencies_us.push(started.elapsed().as_micros() as u64);
+        self.since.push(started);
         *self.statuses.entry(status).or_default() += 1;
     }
 
@@ -118,7 +121,21 @@ fn merge(recs: Vec<Recorder>, elapsed: Duration) -> Measurement {
         elapsed_s: elapsed.as_secs_f64(),
         ..Default::default()
     };
+    let origin = recs
+        .iter()
+        .filter_map(|r| r.since.iter().min())
+        .min()
+        .copied();
+    let mut timed = Vec::new();
     for r in recs {
+        if let Some(origin) = origin {
+            timed.extend(
+                r.since
+                    .iter()
+                    .map(|t| t.saturating_duration_since(origin).as_micros() as u64)
+                    .zip(r.latencies_us.iter().copied()),
+            );
+        }
         all.extend(r.latencies_us);
         for (s, n) in r.statuses {
             *m.statuses.entry(s).or_default() += n;
@@ -131,6 +148,7 @@ fn merge(recs: Vec<Recorder>, elapsed: Duration) -> Measurement {
     let ms = |us: u64| us as f64 / 1000.0;
     m.p50_ms = quantile(&all, 0.50).map(ms);
     m.p99_ms = quantile(&all, 0.99).map(ms);
+    m.timed_us = timed;
     m
 }
 

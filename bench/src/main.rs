@@ -25,9 +25,9 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::loadgen::PASSWORD;
-use crate::measure::Measurement;
+use crate::measure::{Measurement, WINDOW_SECS};
 use crate::oha::{Load, Oha};
-use crate::pg::Database;
+use crate::pg::{Database, WalCounters};
 use crate::procs::{ChildGuard, Sampler, WorkDir};
 use crate::report::{Header, Row, Section};
 
@@ -519,6 +519,8 @@ async fn run(args: Args) -> Result<Vec<String>> {
     // says which): the rows the earlier scenarios updated or deleted are not left for the next
     // one to step over.
     let settle_db = || pg::psql_query(&db.url, "VACUUM (ANALYZE)").map(drop);
+    // And while they run, the statistics follow the tables as autovacuum's analyze would.
+    let autoanalyze = pg::Autoanalyze::start(&db.url);
     let mut sections = Vec::new();
     let mut reuse_failure = None;
     if ctx.args.runs(Scenario::Me) {
@@ -559,6 +561,7 @@ async fn run(args: Args) -> Result<Vec<String>> {
     if let Some(f) = reuse_failure {
         failures.push(f);
     }
+    drop(autoanalyze);
     let server_log_tail = server.log_tail(5);
     server.stop();
     plain.stop();
@@ -598,7 +601,8 @@ async fn run(args: Args) -> Result<Vec<String>> {
             "{} `tessera serve` ({}) with {cores} actix workers and {settings} \
              (PostgreSQL pool 16, password pool = {cores} hashes at once + queue of 32), \
              log level warn; PostgreSQL {pg_version} ({pg_settings}), fresh database, \
-             dropped afterwards; the server's connection: {}",
+             dropped afterwards, vacuumed and analyzed before each scenario and analyzed during \
+             them at autovacuum's thresholds (checked every {} s); the server's connection: {}",
             // run.sh builds the server and this harness with the same profile.
             if cfg!(debug_assertions) {
                 "debug-build (smoke only, numbers not comparable)"
@@ -606,6 +610,7 @@ async fn run(args: Args) -> Result<Vec<String>> {
                 "release"
             },
             tessera_version(&tessera),
+            pg::Autoanalyze::EVERY.as_secs(),
             if db.server_url.contains("sslmode=disable") {
                 "without TLS (sslmode=disable)"
             } else {
@@ -1120,6 +1125,36 @@ async fn refresh_scenario(ctx: &Ctx) -> (Section, Option<String>) {
     (sec.ended(outcome), reuse_failure)
 }
 
+/// How an open-loop run's latencies fell over time (steady, or a few stalls?) against its p99
+/// goal, and what PostgreSQL wrote meanwhile.
+fn timeline_note(m: &Measurement, goal_ms: f64, wal: Option<WalCounters>) -> Option<String> {
+    let windows = m.windows(goal_ms);
+    if windows.is_empty() {
+        return None;
+    }
+    let p99s: Vec<String> = windows.iter().map(|w| format!("{:.1}", w.p99_ms)).collect();
+    let slow: u64 = windows.iter().map(|w| w.slow).sum();
+    let worst = windows.iter().map(|w| w.slow).max().unwrap_or(0);
+    let max = windows.iter().map(|w| w.max_ms).fold(0.0, f64::max);
+    let allowed = m.timed_us.len() / 100;
+    let mut note = format!(
+        "p99 by {WINDOW_SECS} s window of due time {} ms, slowest answer {max:.1} ms; {slow} \
+         answers over {goal_ms} ms (the p99 goal allows {allowed}), {worst} of them in the worst \
+         window.",
+        p99s.join(" / ")
+    );
+    if let Some(w) = wal {
+        note.push_str(&format!(
+            " PostgreSQL meanwhile (whole cluster): {} checkpoint(s) started, {:.0} MiB of WAL \
+             with {} full-page images.",
+            w.checkpoints,
+            w.wal_bytes / 1_048_576.0,
+            w.wal_fpi
+        ));
+    }
+    Some(note)
+}
+
 async fn refresh_runs(
     ctx: &Ctx,
     sec: &mut Section,
@@ -1159,7 +1194,9 @@ async fn refresh_runs(
     // time), with twice the sessions so a slow answer does not hold the schedule back.
     let rate = ctx.args.refresh_rate.unwrap_or(ctx.plan.refresh_rate);
     let paced_for = ctx.plan.refresh_paced;
+    let wal_before = WalCounters::read(&ctx.args.pg_url);
     let (paced, paced_check) = refresh_run(ctx, 2 * c, Some(rate), paced_for).await?;
+    let wal = wal_before.zip(WalCounters::read(&ctx.args.pg_url));
     sec.rows.push(Row::measured(
         &format!(
             "refresh at {} req/s offered (open loop)",
@@ -1237,6 +1274,10 @@ async fn refresh_runs(
         paced_for.as_secs(),
         2 * c
     ));
+    if let Some(note) = timeline_note(&paced, 15.0, wal.map(|(b, a)| b.since(&a))) {
+        sec.notes
+            .push(format!("Open loop at {} req/s: {note}", report::rate(rate)));
+    }
     if !clean {
         *reuse_failure = Some(format!(
             "refresh token accepted twice: {} times, issued twice: {} times",

@@ -21,6 +21,9 @@ pub struct Measurement {
     pub ok_p99_ms: Option<f64>,
     /// Open-loop runs: how late the last scheduled request went out (0 when on time).
     pub schedule_behind_ms: Option<f64>,
+    /// In-crate generator runs: `(when the request was due or sent, its latency)`, both in µs,
+    /// the first from the run's earliest request; see [`Measurement::windows`].
+    pub timed_us: Vec<(u64, u64)>,
     pub usage: Usage,
 }
 
@@ -62,6 +65,12 @@ impl Measurement {
         }
     }
 
+    /// The run's latencies in consecutive windows of [`WINDOW_SECS`] by due time, so that a tail
+    /// shows as steady or as a few stalls; `slow` counts those above `slower_than_ms`.
+    pub fn windows(&self, slower_than_ms: f64) -> Vec<Window> {
+        windows(&self.timed_us, (slower_than_ms * 1000.0) as u64)
+    }
+
     /// "200×1234, 503×5, timeout×1".
     pub fn mix(&self) -> String {
         let mut parts: Vec<String> = self
@@ -76,6 +85,49 @@ impl Measurement {
             parts.join(", ")
         }
     }
+}
+
+/// Width of the windows of [`Measurement::windows`].
+pub const WINDOW_SECS: u64 = 5;
+
+/// The answers to the requests due within one window of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Requests answered later than the threshold given to [`windows`].
+    pub slow: u64,
+}
+
+/// Splits `(offset from the run's start, latency)` pairs, both in µs, into consecutive windows
+/// of [`WINDOW_SECS`] by offset; `slow` counts latencies above `slower_than_us`. The last,
+/// partial window is kept only if it holds at least half a window's worth of time.
+pub fn windows(samples: &[(u64, u64)], slower_than_us: u64) -> Vec<Window> {
+    let width = WINDOW_SECS * 1_000_000;
+    let Some(last) = samples.iter().map(|(at, _)| *at).max() else {
+        return Vec::new();
+    };
+    let full = (last / width) as usize + 1;
+    let mut buckets: Vec<Vec<u64>> = vec![Vec::new(); full];
+    for &(at, latency) in samples {
+        buckets[(at / width) as usize].push(latency);
+    }
+    if last % width < width / 2 && full > 1 {
+        buckets.pop();
+    }
+    buckets
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .map(|mut b| {
+            b.sort_unstable();
+            let ms = |us: u64| us as f64 / 1000.0;
+            Window {
+                p99_ms: quantile(&b, 0.99).map_or(0.0, ms),
+                max_ms: b.last().copied().map_or(0.0, ms),
+                slow: b.iter().filter(|&&l| l > slower_than_us).count() as u64,
+            }
+        })
+        .collect()
 }
 
 /// The `p`-quantile (0..=1) of sorted values, nearest rank.
@@ -99,6 +151,32 @@ mod tests {
         assert_eq!(quantile(&v, 1.0), Some(100));
         assert_eq!(quantile(&[7], 0.99), Some(7));
         assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn windows_split_by_due_time() {
+        let s = |secs: f64, ms: u64| ((secs * 1e6) as u64, ms * 1000);
+        // Window 0: 100 answers of 2 ms and one of 40 ms; window 1: 100 of 3 ms; a last
+        // partial window of 1 s is dropped (less than half a window).
+        let mut samples: Vec<(u64, u64)> = (0..100).map(|i| s(i as f64 * 0.04, 2)).collect();
+        samples.push(s(2.5, 40));
+        samples.extend((0..100).map(|i| s(5.0 + i as f64 * 0.04, 3)));
+        samples.push(s(11.0, 90));
+        let w = windows(&samples, 15_000);
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            w[0],
+            Window {
+                p99_ms: 2.0,
+                max_ms: 40.0,
+                slow: 1
+            }
+        );
+        assert_eq!((w[1].p99_ms, w[1].max_ms, w[1].slow), (3.0, 3.0, 0));
+        // A last window past its half is kept.
+        samples.push(s(13.0, 20));
+        assert_eq!(windows(&samples, 15_000).len(), 3);
+        assert!(windows(&[], 1).is_empty());
     }
 
     #[test]

@@ -151,6 +151,7 @@ fn parse(json: &Value) -> Result<Measurement> {
         rejected_p99_ms: ms(json, "latencyPercentilesNotSuccessful", "p99"),
         ok_p99_ms: ms(json, "latencyPercentilesSuccessful", "p99"),
         schedule_behind_ms: None,
+        timed_us: Vec::new(),
         usage: Default::default(),
     })
 }

@@ -48,6 +48,113 @@ impl Drop for Database {
     }
 }
 
+/// What autovacuum does about planner statistics, done by the harness because this machine's
+/// PostgreSQL (like some others) runs with `autovacuum = off`: every [`Autoanalyze::EVERY`], each
+/// table of the benchmark database whose rows changed more than autovacuum's analyze threshold
+/// (50 + 10% of its rows, the defaults) since its last ANALYZE is analyzed again.
+///
+/// Without it, a table analyzed while nearly empty keeps statistics that say so while it grows
+/// by thousands of rows: the server's prepared statements and the foreign-key checks keep plans
+/// made for a tiny table (sequential scans of `sessions` on every sign-in and refresh, found
+/// with `pg_stat_user_tables`), and a scenario measures a cost that grows with the run instead
+/// of the steady state of a server whose statistics are kept current. Autovacuum checks once a
+/// minute; the harness checks every 10 s so that a scenario of 15 s reaches that steady state.
+pub struct Autoanalyze {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Autoanalyze {
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    const SQL: &'static str = "DO $$ DECLARE t regclass; BEGIN \
+        FOR t IN SELECT s.relid FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+                 WHERE s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0) \
+        LOOP EXECUTE format('ANALYZE %s', t); END LOOP; END $$";
+
+    /// Starts checking `url`'s database in the background until dropped.
+    pub fn start(url: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (flag, url) = (stop.clone(), url.to_owned());
+        let thread = std::thread::spawn(move || {
+            let tick = std::time::Duration::from_millis(100);
+            let mut waited = std::time::Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                waited += tick;
+                if waited >= Self::EVERY {
+                    waited = std::time::Duration::ZERO;
+                    if let Err(err) = psql_query(&url, Self::SQL) {
+                        eprintln!("warning: analyzing the benchmark database: {err:#}");
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Autoanalyze {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Cluster-wide counters of PostgreSQL's write path, read before and after a run to say what the
+/// database did meanwhile (other databases' activity included).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WalCounters {
+    /// Checkpoints started (timed and requested).
+    pub checkpoints: i64,
+    pub wal_bytes: f64,
+    /// Full-page images: the first change to a page after a checkpoint logs the whole page.
+    pub wal_fpi: i64,
+}
+
+impl WalCounters {
+    /// Reads them; `None` when this server has no such views (before PostgreSQL 14).
+    pub fn read(url: &str) -> Option<Self> {
+        let checkpoints = psql_query(
+            url,
+            "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+        )
+        .or_else(|_| {
+            // PostgreSQL 17 moved them.
+            psql_query(
+                url,
+                "SELECT num_timed + num_requested FROM pg_stat_checkpointer",
+            )
+        })
+        .ok()?;
+        let wal = psql_query(url, "SELECT wal_bytes, wal_fpi FROM pg_stat_wal").ok()?;
+        Self::parse(&checkpoints, &wal)
+    }
+
+    fn parse(checkpoints: &str, wal: &str) -> Option<Self> {
+        let (bytes, fpi) = wal.split_once('|')?;
+        Some(Self {
+            checkpoints: checkpoints.trim().parse().ok()?,
+            wal_bytes: bytes.trim().parse().ok()?,
+            wal_fpi: fpi.trim().parse().ok()?,
+        })
+    }
+
+    /// What happened between `self` (before) and `after`.
+    pub fn since(&self, after: &Self) -> Self {
+        Self {
+            checkpoints: after.checkpoints - self.checkpoints,
+            wal_bytes: after.wal_bytes - self.wal_bytes,
+            wal_fpi: after.wal_fpi - self.wal_fpi,
+        }
+    }
+}
+
 /// Runs one statement; the output is returned trimmed.
 pub fn psql_query(url: &str, sql: &str) -> Result<String> {
     let out = Command::new("psql")
@@ -107,7 +214,23 @@ fn without_loopback_tls(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{with_database, without_loopback_tls};
+    use super::{with_database, without_loopback_tls, WalCounters};
+
+    #[test]
+    fn wal_counters_parse_and_subtract() {
+        let before = WalCounters::parse("3", "1048576|10").unwrap();
+        let after = WalCounters::parse("4\n", "3145728|25").unwrap();
+        assert_eq!(
+            before.since(&after),
+            WalCounters {
+                checkpoints: 1,
+                wal_bytes: 2_097_152.0,
+                wal_fpi: 15
+            }
+        );
+        assert_eq!(WalCounters::parse("x", "1|2"), None);
+        assert_eq!(WalCounters::parse("1", "12"), None);
+    }
 
     #[test]
     fn loopback_connections_go_without_tls_unless_told_otherwise() {
