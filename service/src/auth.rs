@@ -27,6 +27,65 @@ use crate::users::{User, UserService};
 /// does not rewrite its session row each time.
 pub const LAST_SEEN_GRANULARITY: Duration = Duration::seconds(60);
 
+/// The sign-in's one statement on PostgreSQL (see [`AuthService::open_verified_session`]); its
+/// parameters are `$1` now, `$2` the user id, `$3` the password hash verified, `$4` the session
+/// id, `$5` its expiry, `$6` IP, `$7` user agent, `$8` the refresh token's id, `$9` its hash,
+/// `$10` its expiry, `$11`–`$22` the audit event. Public so the test suite can check its plan.
+pub const SIGN_IN_POSTGRES_SQL: &str = concat!(
+    r#"
+    WITH verified AS (
+        UPDATE users SET last_login_at = $1, failed_login_count = 0
+        WHERE id = $2 AND password_hash = $3 AND status = 'active' AND deleted_at IS NULL
+        RETURNING id
+    ), opened AS (
+        INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent, mfa_level)
+        SELECT $4, verified.id, $1, $1, $5, $6, $7, 0 FROM verified
+        RETURNING id
+    ), token AS (
+        INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+        SELECT $8, opened.id, $9, $1, $10 FROM opened
+        RETURNING id
+    ), event AS (
+        INSERT INTO audit_events ("#,
+    audit_columns!(),
+    r#")
+        SELECT $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM token
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM event) AS opened"#
+);
+
+/// The refresh's one statement on PostgreSQL (see [`AuthService::refresh`]); its parameters are
+/// `$1` now, `$2` the presented token's hash, `$3` IP, `$4` user agent, `$5` the successor's id,
+/// `$6` its hash, `$7` its expiry, `$8` the oldest `last_seen_at` left alone. Public so the test
+/// suite can check its plan.
+pub const REFRESH_POSTGRES_SQL: &str = r#"
+    WITH claimed AS (
+        UPDATE refresh_tokens SET used_at = $1
+        WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
+        RETURNING id, session_id
+    ), live AS (
+        SELECT sessions.id, sessions.user_id, sessions.expires_at FROM sessions
+        WHERE sessions.id = (SELECT session_id FROM claimed)
+          AND sessions.revoked_at IS NULL AND sessions.expires_at > $1
+          AND sessions.user_id IN
+              (SELECT id FROM users WHERE status = 'active' AND deleted_at IS NULL)
+        FOR SHARE OF sessions
+    ), touched AS (
+        UPDATE sessions SET last_seen_at = $1, ip = $3, user_agent = $4
+        WHERE sessions.id = (SELECT id FROM live) AND sessions.revoked_at IS NULL
+          AND (sessions.last_seen_at < $8
+               OR sessions.ip IS DISTINCT FROM $3
+               OR sessions.user_agent IS DISTINCT FROM $4)
+    ), successor AS (
+        INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, created_at, expires_at)
+        SELECT $5, live.id, $6, claimed.id, $1, LEAST($7, live.expires_at)
+        FROM live CROSS JOIN claimed
+        RETURNING id
+    )
+    SELECT claimed.session_id, live.user_id, (SELECT count(*) FROM successor) AS issued
+    FROM claimed LEFT JOIN live ON true"#;
+
 /// What a successful sign-in or refresh hands back. No `Debug`: it holds bearer credentials.
 pub struct IssuedTokens {
     pub access_token: String,
@@ -147,29 +206,6 @@ impl AuthService {
         user: &User,
         now: DateTime<Utc>,
     ) -> ServiceResult<Option<(Uuid, SecretString)>> {
-        const SQL: &str = concat!(
-            r#"
-            WITH verified AS (
-                UPDATE users SET last_login_at = $1, failed_login_count = 0
-                WHERE id = $2 AND password_hash = $3 AND status = 'active' AND deleted_at IS NULL
-                RETURNING id
-            ), opened AS (
-                INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent, mfa_level)
-                SELECT $4, verified.id, $1, $1, $5, $6, $7, 0 FROM verified
-                RETURNING id
-            ), token AS (
-                INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-                SELECT $8, opened.id, $9, $1, $10 FROM opened
-                RETURNING id
-            ), event AS (
-                INSERT INTO audit_events ("#,
-            audit_columns!(),
-            r#")
-                SELECT $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM token
-                RETURNING id
-            )
-            SELECT (SELECT count(*) FROM event) AS opened"#
-        );
         let session_id = Uuid::now_v7();
         let expires_at = now + Duration::seconds(ctx.settings.auth.session_ttl_secs);
         let refresh = new_refresh_token();
@@ -186,7 +222,7 @@ impl AuthService {
             Self::refresh_expiry(ctx, now, expires_at).into(),
         ];
         values.extend(Self::login_event(user.id, session_id).into_values(meta));
-        let row = Self::postgres_one(ctx, SQL, values)
+        let row = Self::postgres_one(ctx, SIGN_IN_POSTGRES_SQL, values)
             .await?
             .ok_or_else(|| ServiceError::unexpected_msg("sign-in statement returned no row"))?;
         let opened: i64 = row.try_get("", "opened")?;
@@ -312,32 +348,6 @@ impl AuthService {
         hash: &str,
         now: DateTime<Utc>,
     ) -> ServiceResult<IssuedTokens> {
-        const SQL: &str = r#"
-            WITH claimed AS (
-                UPDATE refresh_tokens SET used_at = $1
-                WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
-                RETURNING id, session_id
-            ), live AS (
-                SELECT sessions.id, sessions.user_id, sessions.expires_at FROM sessions
-                WHERE sessions.id = (SELECT session_id FROM claimed)
-                  AND sessions.revoked_at IS NULL AND sessions.expires_at > $1
-                  AND sessions.user_id IN
-                      (SELECT id FROM users WHERE status = 'active' AND deleted_at IS NULL)
-                FOR SHARE OF sessions
-            ), touched AS (
-                UPDATE sessions SET last_seen_at = $1, ip = $3, user_agent = $4
-                WHERE sessions.id = (SELECT id FROM live) AND sessions.revoked_at IS NULL
-                  AND (sessions.last_seen_at < $8
-                       OR sessions.ip IS DISTINCT FROM $3
-                       OR sessions.user_agent IS DISTINCT FROM $4)
-            ), successor AS (
-                INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, created_at, expires_at)
-                SELECT $5, live.id, $6, claimed.id, $1, LEAST($7, live.expires_at)
-                FROM live CROSS JOIN claimed
-                RETURNING id
-            )
-            SELECT claimed.session_id, live.user_id, (SELECT count(*) FROM successor) AS issued
-            FROM claimed LEFT JOIN live ON true"#;
         let refresh = new_refresh_token();
         let refresh_expiry = now + Duration::seconds(ctx.settings.auth.refresh_token_ttl_secs);
         let values: [sea_orm::Value; 8] = [
@@ -350,7 +360,7 @@ impl AuthService {
             refresh_expiry.into(),
             (now - LAST_SEEN_GRANULARITY).into(),
         ];
-        let row = Self::postgres_one(ctx, SQL, values).await?;
+        let row = Self::postgres_one(ctx, REFRESH_POSTGRES_SQL, values).await?;
         let Some(row) = row else {
             return Err(Self::refresh_refused(ctx, meta, hash).await?);
         };

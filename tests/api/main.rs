@@ -10,5 +10,6 @@ mod me;
 mod migrations;
 mod openapi;
 mod ops;
+mod plans;
 mod sessions;
 mod tokens;
