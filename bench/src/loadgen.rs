@@ -68,17 +68,17 @@ pub async fn login(client: &reqwest::Client, base: &str, email: &str) -> Result<
 /// What one virtual client saw.
 #[derive(Default)]
 struct Recorder {
-    latencies_us: Vec<u64>,
-    /// When each of `latencies_us` started counting (its due time, or its send).
-    since: Vec<Instant>,
+    /// Per answer: when its latency started counting (its due time, or its send), and the
+    /// latency in µs.
+    answers: Vec<(Instant, u64)>,
     statuses: BTreeMap<u16, u64>,
     errors: BTreeMap<String, u64>,
 }
 
 impl Recorder {
     fn response(&mut self, status: u16, started: Instant) {
-        self.latencies_us.push(started.elapsed().as_micros() as u64);
-        self.since.push(started);
+        self.answers
+            .push((started, started.elapsed().as_micros() as u64));
         *self.statuses.entry(status).or_default() += 1;
     }
 
@@ -116,27 +116,21 @@ impl Recorder {
 }
 
 fn merge(recs: Vec<Recorder>, elapsed: Duration) -> Measurement {
-    let mut all = Vec::new();
     let mut m = Measurement {
         elapsed_s: elapsed.as_secs_f64(),
         ..Default::default()
     };
     let origin = recs
         .iter()
-        .filter_map(|r| r.since.iter().min())
-        .min()
-        .copied();
-    let mut timed = Vec::new();
+        .filter_map(|r| r.answers.iter().map(|(t, _)| *t).min())
+        .min();
     for r in recs {
         if let Some(origin) = origin {
-            timed.extend(
-                r.since
-                    .iter()
-                    .map(|t| t.saturating_duration_since(origin).as_micros() as u64)
-                    .zip(r.latencies_us.iter().copied()),
-            );
+            m.timed_us.extend(r.answers.iter().map(|(t, latency)| {
+                let at = t.saturating_duration_since(origin).as_micros() as u64;
+                (at, *latency)
+            }));
         }
-        all.extend(r.latencies_us);
         for (s, n) in r.statuses {
             *m.statuses.entry(s).or_default() += n;
         }
@@ -144,11 +138,11 @@ fn merge(recs: Vec<Recorder>, elapsed: Duration) -> Measurement {
             *m.errors.entry(e).or_default() += n;
         }
     }
+    let mut all: Vec<u64> = m.timed_us.iter().map(|(_, latency)| *latency).collect();
     all.sort_unstable();
     let ms = |us: u64| us as f64 / 1000.0;
     m.p50_ms = quantile(&all, 0.50).map(ms);
     m.p99_ms = quantile(&all, 0.99).map(ms);
-    m.timed_us = timed;
     m
 }
 

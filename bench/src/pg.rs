@@ -60,7 +60,8 @@ impl Drop for Database {
 /// of the steady state of a server whose statistics are kept current. Autovacuum checks once a
 /// minute; the harness checks every 10 s so that a scenario of 15 s reaches that steady state.
 pub struct Autoanalyze {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Dropping it ends the thread at once (its wait sees the channel disconnected).
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -73,25 +74,19 @@ impl Autoanalyze {
 
     /// Starts checking `url`'s database in the background until dropped.
     pub fn start(url: &str) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let (flag, url) = (stop.clone(), url.to_owned());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let url = url.to_owned();
         let thread = std::thread::spawn(move || {
-            let tick = std::time::Duration::from_millis(100);
-            let mut waited = std::time::Duration::ZERO;
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                waited += tick;
-                if waited >= Self::EVERY {
-                    waited = std::time::Duration::ZERO;
-                    if let Err(err) = psql_query(&url, Self::SQL) {
-                        eprintln!("warning: analyzing the benchmark database: {err:#}");
-                    }
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Self::EVERY)
+            {
+                if let Err(err) = psql_query(&url, Self::SQL) {
+                    eprintln!("warning: analyzing the benchmark database: {err:#}");
                 }
             }
         });
         Self {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -99,7 +94,7 @@ impl Autoanalyze {
 
 impl Drop for Autoanalyze {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -108,7 +103,7 @@ impl Drop for Autoanalyze {
 
 /// Cluster-wide counters of PostgreSQL's write path, read before and after a run to say what the
 /// database did meanwhile (other databases' activity included).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WalCounters {
     /// Checkpoints started (timed and requested).
     pub checkpoints: i64,
