@@ -602,7 +602,9 @@ async fn run(args: Args) -> Result<Vec<String>> {
              (PostgreSQL pool 16, password pool = {cores} hashes at once + queue of 32), \
              log level warn; PostgreSQL {pg_version} ({pg_settings}), fresh database, \
              dropped afterwards, vacuumed and analyzed before each scenario and analyzed during \
-             them at autovacuum's thresholds (checked every {} s); the server's connection: {}",
+             them at autovacuum's thresholds (checked every {} s; a table at most once per {} s \
+             as autovacuum's naptime, unless it held under {} rows at its last analyze); the \
+             server's connection: {}",
             // run.sh builds the server and this harness with the same profile.
             if cfg!(debug_assertions) {
                 "debug-build (smoke only, numbers not comparable)"
@@ -611,6 +613,8 @@ async fn run(args: Args) -> Result<Vec<String>> {
             },
             tessera_version(&tessera),
             pg::Autoanalyze::EVERY.as_secs(),
+            pg::Autoanalyze::NAPTIME,
+            pg::Autoanalyze::SMALL_TABLE,
             if db.server_url.contains("sslmode=disable") {
                 "without TLS (sslmode=disable)"
             } else {
