@@ -9,6 +9,7 @@ mod m20261125_000002_create_tenancy;
 mod m20261125_000003_create_sessions;
 mod m20261125_000004_create_audit_events;
 mod m20261125_000005_create_casbin_rule;
+mod m20261203_000006_partial_audit_org_index;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_create_sessions::Migration),
             Box::new(m20261125_000004_create_audit_events::Migration),
             Box::new(m20261125_000005_create_casbin_rule::Migration),
+            Box::new(m20261203_000006_partial_audit_org_index::Migration),
         ]
     }
 }
