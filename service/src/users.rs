@@ -359,7 +359,15 @@ impl UserService {
 /// Harmless to the entries: they are asked for a quarter TTL before they expire.
 const REFRESH_BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most users re-read in one query.
-const REFRESH_BATCH_MAX: usize = 256;
+pub const REFRESH_BATCH_MAX: usize = 256;
+
+/// The refresher's one query for a batch: the users among `ids` that still exist. Public so the
+/// test suite can check its plan.
+pub fn reread_batch(ids: impl IntoIterator<Item = Uuid>) -> sea_orm::Select<users::Entity> {
+    users::Entity::find()
+        .filter(users::Column::Id.is_in(ids))
+        .filter(users::Column::DeletedAt.is_null())
+}
 
 /// The cache's refresh-ahead reads, batched: users due for a re-read are queued and read together
 /// (`WHERE id IN (…)`), one query per few milliseconds instead of one per user. The reading task
@@ -403,11 +411,7 @@ impl UserRefresher {
                 }
             }
             let read_started = std::time::Instant::now();
-            let rows = users::Entity::find()
-                .filter(users::Column::Id.is_in(batch.keys().copied()))
-                .filter(users::Column::DeletedAt.is_null())
-                .all(&ctx.db)
-                .await;
+            let rows = reread_batch(batch.keys().copied()).all(&ctx.db).await;
             // On error the entries are left to expire; a miss then reads in the request path.
             let Ok(rows) = rows else { continue };
             for user in rows {

@@ -4,9 +4,10 @@
 //! not bound), which no functional test notices and the benchmarks only show as a slow decline.
 //! The plans are the generic ones the server's prepared statements settle on.
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement, TransactionTrait};
 use serde_json::Value;
 use service::auth::{REFRESH_POSTGRES_SQL, SIGN_IN_POSTGRES_SQL};
+use service::users::{reread_batch, REFRESH_BATCH_MAX};
 
 use crate::helpers::{Backend, TestApp};
 
@@ -50,9 +51,9 @@ async fn hot_statements_reach_every_table_by_index_on_postgres() {
         db.execute_unprepared(sql).await.unwrap();
     }
 
-    let statements = [
+    let mut statements = vec![
         (
-            "sign-in",
+            "sign-in".to_owned(),
             format!(
                 "PREPARE sign_in(timestamptz, uuid, text, uuid, timestamptz, text, text, uuid, \
                  text, timestamptz, uuid, uuid, uuid, uuid, text, text, text, jsonb, text, text, \
@@ -60,32 +61,52 @@ async fn hot_statements_reach_every_table_by_index_on_postgres() {
             ),
             "EXECUTE sign_in(now(), gen_random_uuid(), 'x', gen_random_uuid(), now(), NULL, NULL, \
              gen_random_uuid(), 'h', now(), gen_random_uuid(), NULL, NULL, NULL, 'a', NULL, NULL, \
-             '{}', NULL, NULL, NULL, now())",
+             '{}', NULL, NULL, NULL, now())"
+                .to_owned(),
         ),
         (
-            "refresh",
+            "refresh".to_owned(),
             format!(
                 "PREPARE refresh(timestamptz, text, text, text, uuid, text, timestamptz, \
                  timestamptz) AS {REFRESH_POSTGRES_SQL}"
             ),
-            "EXECUTE refresh(now(), 'h', NULL, NULL, gen_random_uuid(), 'h2', now(), now())",
+            "EXECUTE refresh(now(), 'h', NULL, NULL, gen_random_uuid(), 'h2', now(), now())"
+                .to_owned(),
         ),
         (
             // What PostgreSQL runs for each new refresh token's foreign key (ri_triggers.c), and
             // for each new session's on `users`.
-            "foreign-key check on sessions",
+            "foreign-key check on sessions".to_owned(),
             "PREPARE fk_session(uuid) AS SELECT 1 FROM ONLY sessions x WHERE id = $1 \
              FOR KEY SHARE OF x"
                 .to_owned(),
-            "EXECUTE fk_session(gen_random_uuid())",
+            "EXECUTE fk_session(gen_random_uuid())".to_owned(),
         ),
         (
-            "foreign-key check on users",
+            "foreign-key check on users".to_owned(),
             "PREPARE fk_user(uuid) AS SELECT 1 FROM ONLY users x WHERE id = $1 FOR KEY SHARE OF x"
                 .to_owned(),
-            "EXECUTE fk_user(gen_random_uuid())",
+            "EXECUTE fk_user(gen_random_uuid())".to_owned(),
         ),
     ];
+    // The user cache's batched re-read (`GET /v1/me` at many users), as SeaORM builds it, at a
+    // typical size and at the largest batch.
+    for n in [64, REFRESH_BATCH_MAX] {
+        let sql = reread_batch((0..n).map(|_| uuid::Uuid::now_v7()))
+            .build(DbBackend::Postgres)
+            .sql;
+        statements.push((
+            format!("user re-read of {n}"),
+            format!(
+                "PREPARE reread_{n}({}) AS {sql}",
+                vec!["uuid"; n].join(", ")
+            ),
+            format!(
+                "EXECUTE reread_{n}({})",
+                vec!["gen_random_uuid()"; n].join(", ")
+            ),
+        ));
+    }
     // One connection for PREPARE and EXPLAIN; nothing is executed (EXPLAIN without ANALYZE).
     let txn = db.begin().await.unwrap();
     txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
