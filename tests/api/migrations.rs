@@ -6,35 +6,41 @@ use sea_orm::{ConnectionTrait, Statement};
 
 use crate::helpers::{Backend, TestDb};
 
-async fn table_count(db: &sea_orm::DatabaseConnection) -> i64 {
+/// The one value (column `v`) of the query for this database's backend.
+async fn scalar<T: sea_orm::TryGetable>(
+    db: &sea_orm::DatabaseConnection,
+    sqlite: &str,
+    postgres: &str,
+) -> T {
     let sql = match db.get_database_backend() {
-        sea_orm::DatabaseBackend::Sqlite => {
-            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations'"
-        }
-        _ => "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> 'seaql_migrations'",
+        sea_orm::DatabaseBackend::Sqlite => sqlite,
+        _ => postgres,
     };
     let row = db
         .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .unwrap()
-        .unwrap();
-    row.try_get::<i64>("", "n").unwrap()
+        .unwrap_or_else(|| panic!("no row from {sql}"));
+    row.try_get::<T>("", "v").unwrap()
+}
+
+async fn table_count(db: &sea_orm::DatabaseConnection) -> i64 {
+    scalar(
+        db,
+        "SELECT COUNT(*) AS v FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations'",
+        "SELECT COUNT(*) AS v FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> 'seaql_migrations'",
+    )
+    .await
 }
 
 /// The stored definition of the audit log's organization index.
 async fn audit_org_index(db: &sea_orm::DatabaseConnection) -> String {
-    let sql = match db.get_database_backend() {
-        sea_orm::DatabaseBackend::Sqlite => {
-            "SELECT sql AS def FROM sqlite_master WHERE type = 'index' AND name = 'idx_audit_events_organization_id_created_at'"
-        }
-        _ => "SELECT indexdef AS def FROM pg_indexes WHERE indexname = 'idx_audit_events_organization_id_created_at'",
-    };
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap()
-        .expect("the organization index exists");
-    row.try_get::<String>("", "def").unwrap()
+    scalar(
+        db,
+        "SELECT sql AS v FROM sqlite_master WHERE type = 'index' AND name = 'idx_audit_events_organization_id_created_at'",
+        "SELECT indexdef AS v FROM pg_indexes WHERE indexname = 'idx_audit_events_organization_id_created_at'",
+    )
+    .await
 }
 
 async fn round_trip(backend: Backend) {
