@@ -124,6 +124,7 @@ fn merge(recs: Vec<Recorder>, elapsed: Duration) -> Measurement {
         .iter()
         .filter_map(|r| r.answers.iter().map(|(t, _)| *t).min())
         .min();
+    m.origin = origin;
     for r in recs {
         if let Some(origin) = origin {
             m.timed_us.extend(r.answers.iter().map(|(t, latency)| {

@@ -241,6 +241,8 @@ struct Ctx {
     server_pid: u32,
     plain_pid: u32,
     db_name: String,
+    /// The benchmark database, for the harness's own queries.
+    db_url: String,
     /// The user every login, /v1/me and refresh scenario signs in as.
     email: String,
     run_id: String,
@@ -506,6 +508,7 @@ async fn run(args: Args) -> Result<Vec<String>> {
         server_pid: server.pid(),
         plain_pid: plain.pid(),
         db_name: db.name.clone(),
+        db_url: db.url.clone(),
         email,
         run_id,
         plan,
@@ -1131,7 +1134,12 @@ async fn refresh_scenario(ctx: &Ctx) -> (Section, Option<String>) {
 
 /// How an open-loop run's latencies fell over time (steady, or a few stalls?) against its p99
 /// goal, and what PostgreSQL wrote meanwhile.
-fn timeline_note(m: &Measurement, goal_ms: f64, wal: Option<WalCounters>) -> Option<String> {
+fn timeline_note(
+    m: &Measurement,
+    goal_ms: f64,
+    wal: Option<WalCounters>,
+    waits: &[pg::WaitSample],
+) -> Option<String> {
     let windows = m.windows(goal_ms);
     if windows.is_empty() {
         return None;
@@ -1154,6 +1162,63 @@ fn timeline_note(m: &Measurement, goal_ms: f64, wal: Option<WalCounters>) -> Opt
             w.checkpoints,
             w.wal_bytes / 1_048_576.0,
             w.wal_fpi
+        ));
+    }
+    if let Some(origin) = m.origin.filter(|_| !waits.is_empty()) {
+        let by_window = pg::waits_by_window(waits, origin, Duration::from_secs(WINDOW_SECS));
+        let describe = |means: &[(String, f64)]| {
+            let total: f64 = means.iter().map(|(_, n)| n).sum();
+            let top: Vec<String> = means
+                .iter()
+                .take(4)
+                .map(|(state, n)| format!("{state} {n:.2}"))
+                .collect();
+            format!("{total:.2} active ({})", top.join(", "))
+        };
+        let slow: Vec<String> = windows
+            .iter()
+            .zip(&by_window)
+            .enumerate()
+            .filter(|(_, (w, _))| w.p99_ms > goal_ms)
+            .map(|(i, (w, means))| {
+                format!(
+                    "window {} (p99 {:.1} ms): {}",
+                    i + 1,
+                    w.p99_ms,
+                    describe(means)
+                )
+            })
+            .collect();
+        let calm: Vec<&(String, f64)> = windows
+            .iter()
+            .zip(&by_window)
+            .filter(|(w, _)| w.p99_ms <= goal_ms)
+            .flat_map(|(_, means)| means)
+            .collect();
+        let calm_windows = windows.iter().filter(|w| w.p99_ms <= goal_ms).count();
+        let mut calm_means: std::collections::BTreeMap<&str, f64> = Default::default();
+        for (state, n) in calm {
+            *calm_means.entry(state.as_str()).or_default() += n / calm_windows.max(1) as f64;
+        }
+        let mut calm_means: Vec<(String, f64)> = calm_means
+            .into_iter()
+            .map(|(s, n)| (s.to_owned(), n))
+            .collect();
+        calm_means.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        note.push_str(&format!(
+            " PostgreSQL backends of the benchmark database, mean number active by state \
+             (sampled every {} ms; CPU = active and not waiting): {}{}.",
+            pg::WaitSampler::EVERY.as_millis(),
+            if slow.is_empty() {
+                String::new()
+            } else {
+                format!("{}; ", slow.join("; "))
+            },
+            if calm_windows > 0 {
+                format!("windows within the goal: {}", describe(&calm_means))
+            } else {
+                "no window within the goal".to_owned()
+            }
         ));
     }
     Some(note)
@@ -1199,7 +1264,9 @@ async fn refresh_runs(
     let rate = ctx.args.refresh_rate.unwrap_or(ctx.plan.refresh_rate);
     let paced_for = ctx.plan.refresh_paced;
     let wal_before = WalCounters::read(&ctx.args.pg_url);
+    let waits = pg::WaitSampler::start(&ctx.db_url);
     let (paced, paced_check) = refresh_run(ctx, 2 * c, Some(rate), paced_for).await?;
+    let waits = waits.map(pg::WaitSampler::finish).unwrap_or_default();
     let wal = wal_before.zip(WalCounters::read(&ctx.args.pg_url));
     sec.rows.push(Row::measured(
         &format!(
@@ -1278,7 +1345,7 @@ async fn refresh_runs(
         paced_for.as_secs(),
         2 * c
     ));
-    if let Some(note) = timeline_note(&paced, 15.0, wal.map(|(b, a)| b.since(&a))) {
+    if let Some(note) = timeline_note(&paced, 15.0, wal.map(|(b, a)| b.since(&a)), &waits) {
         sec.notes
             .push(format!("Open loop at {} req/s: {note}", report::rate(rate)));
     }

@@ -24,6 +24,8 @@ pub struct Measurement {
     /// In-crate generator runs: `(when the request was due or sent, its latency)`, both in µs,
     /// the first from the run's earliest request; see [`Measurement::windows`].
     pub timed_us: Vec<(u64, u64)>,
+    /// In-crate generator runs: the instant `timed_us` offsets count from.
+    pub origin: Option<std::time::Instant>,
     pub usage: Usage,
 }
 

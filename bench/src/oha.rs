@@ -152,6 +152,7 @@ fn parse(json: &Value) -> Result<Measurement> {
         ok_p99_ms: ms(json, "latencyPercentilesSuccessful", "p99"),
         schedule_behind_ms: None,
         timed_us: Vec::new(),
+        origin: None,
         usage: Default::default(),
     })
 }

@@ -48,6 +48,128 @@ impl Drop for Database {
     }
 }
 
+/// What the benchmark database's backends are doing, sampled every [`WaitSampler::EVERY`] over
+/// one `psql` connection kept open for the run (one small query per sample, no process per
+/// sample): for each sample, the wait event of every active backend, `CPU` for one that is not
+/// waiting (running, or runnable and waiting for a core).
+pub struct WaitSampler {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Vec<WaitSample>>>,
+}
+
+/// One sample: when it was read, and one entry per active backend.
+pub type WaitSample = (std::time::Instant, Vec<String>);
+
+impl WaitSampler {
+    pub const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+    const SQL: &'static str = "SELECT coalesce(string_agg(coalesce(wait_event_type || ':' || \
+        wait_event, 'CPU'), ','), '') FROM pg_stat_activity WHERE datname = current_database() \
+        AND state = 'active' AND pid <> pg_backend_pid();\n";
+
+    /// Starts sampling `url`'s database; `None` (and a warning) if `psql` cannot be started.
+    pub fn start(url: &str) -> Option<Self> {
+        use std::io::{BufRead, Write};
+        let mut child = Command::new("psql")
+            .arg(url)
+            .args(["-qAtX", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| eprintln!("warning: no wait-event sampling: {err}"))
+            .ok()?;
+        let (mut input, output) = (child.stdin.take()?, child.stdout.take()?);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(output).lines();
+            let mut samples = Vec::new();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Self::EVERY)
+            {
+                let at = std::time::Instant::now();
+                if input
+                    .write_all(Self::SQL.as_bytes())
+                    .and_then(|()| input.flush())
+                    .is_err()
+                {
+                    break;
+                }
+                let Some(Ok(line)) = lines.next() else { break };
+                samples.push((at, parse_wait_sample(&line)));
+            }
+            drop(input); // psql exits at the end of its input
+            let _ = child.wait();
+            samples
+        });
+        Some(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops sampling; the samples taken.
+    pub fn finish(mut self) -> Vec<WaitSample> {
+        drop(self.stop.take());
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for WaitSampler {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `"CPU,LWLock:WALWrite"` → the two entries; an empty line is a sample with nothing active.
+fn parse_wait_sample(line: &str) -> Vec<String> {
+    line.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Per window of `width` from `origin`: the mean number of active backends in each state over
+/// the window's samples, largest first. Samples before `origin` are left out.
+pub fn waits_by_window(
+    samples: &[WaitSample],
+    origin: std::time::Instant,
+    width: std::time::Duration,
+) -> Vec<Vec<(String, f64)>> {
+    let mut windows: Vec<(u32, std::collections::BTreeMap<String, u32>)> = Vec::new();
+    for (at, active) in samples {
+        let Some(offset) = at.checked_duration_since(origin) else {
+            continue;
+        };
+        let i = (offset.as_micros() / width.as_micros().max(1)) as usize;
+        if windows.len() <= i {
+            windows.resize_with(i + 1, Default::default);
+        }
+        let (n, counts) = &mut windows[i];
+        *n += 1;
+        for state in active {
+            *counts.entry(state.clone()).or_default() += 1;
+        }
+    }
+    windows
+        .into_iter()
+        .map(|(n, counts)| {
+            let mut means: Vec<(String, f64)> = counts
+                .into_iter()
+                .map(|(state, c)| (state, f64::from(c) / f64::from(n.max(1))))
+                .collect();
+            means.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            means
+        })
+        .collect()
+}
+
 /// What autovacuum does about planner statistics, done by the harness because this machine's
 /// PostgreSQL (like some others) runs with `autovacuum = off`: every [`Autoanalyze::EVERY`], each
 /// table of the benchmark database whose rows changed more than autovacuum's analyze threshold
@@ -231,7 +353,68 @@ fn without_loopback_tls(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::WalCounters;
+    use super::{parse_wait_sample, waits_by_window, WaitSampler, WalCounters};
+
+    #[test]
+    fn wait_samples_parse_and_average_by_window() {
+        assert_eq!(parse_wait_sample(""), Vec::<String>::new());
+        assert_eq!(
+            parse_wait_sample("CPU,LWLock:WALWrite"),
+            ["CPU", "LWLock:WALWrite"]
+        );
+        let origin = std::time::Instant::now();
+        let at = |ms| origin + std::time::Duration::from_millis(ms);
+        let sample = |ms, line| (at(ms), parse_wait_sample(line));
+        let samples = vec![
+            sample(0, "CPU"),
+            sample(100, "CPU,IO:WALSync"),
+            sample(1_100, "LWLock:WALWrite,LWLock:WALWrite,CPU"),
+            sample(1_200, ""),
+        ];
+        let later = origin + std::time::Duration::from_millis(50);
+        let windows = waits_by_window(&samples, origin, std::time::Duration::from_secs(1));
+        assert_eq!(windows.len(), 2);
+        assert_eq!(
+            windows[0],
+            [("CPU".to_owned(), 1.0), ("IO:WALSync".to_owned(), 0.5)]
+        );
+        assert_eq!(
+            windows[1],
+            [("LWLock:WALWrite".to_owned(), 1.0), ("CPU".to_owned(), 0.5)]
+        );
+        // Samples taken before the origin are not in any window.
+        let windows = waits_by_window(&samples, later, std::time::Duration::from_secs(1));
+        assert_eq!(
+            windows[0],
+            [("CPU".to_owned(), 1.0), ("IO:WALSync".to_owned(), 1.0)]
+        );
+    }
+
+    /// The sampler against a real PostgreSQL: each sample sees at least the busy session.
+    #[test]
+    fn wait_sampler_sees_an_active_backend() {
+        let Ok(admin) = std::env::var("TESSERA_TEST_PG_URL") else {
+            eprintln!("TESSERA_TEST_PG_URL not set: skipped (the README's test command sets it)");
+            return;
+        };
+        let db = Database::create(&admin).unwrap();
+        let busy = std::thread::spawn({
+            let url = db.url.clone();
+            move || psql(&url, "SELECT pg_sleep(1)").unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let sampler = WaitSampler::start(&db.url).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        let samples = sampler.finish();
+        busy.join().unwrap();
+        assert!(samples.len() >= 2, "{samples:?}");
+        assert!(
+            samples
+                .iter()
+                .all(|(_, active)| active == &["Timeout:PgSleep"]),
+            "{samples:?}"
+        );
+    }
     use super::{psql, psql_query, with_database, without_loopback_tls, Autoanalyze, Database};
 
     /// Against a real PostgreSQL (`TESSERA_TEST_PG_URL`, which the README's test command sets):
