@@ -13,12 +13,15 @@ pub struct Database {
 }
 
 impl Database {
-    /// Creates `tessera_bench_<pid>_<time>` on the server `admin_url` points at.
+    /// Creates `tessera_bench_<pid>_<time>_<n>` on the server `admin_url` points at (`n` counts
+    /// this process's databases, so two made within a second differ).
     pub fn create(admin_url: &str) -> Result<Self> {
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
-            "tessera_bench_{}_{}",
+            "tessera_bench_{}_{}_{}",
             std::process::id(),
-            chrono::Utc::now().format("%Y%m%d%H%M%S")
+            chrono::Utc::now().format("%Y%m%d%H%M%S"),
+            CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let url = with_database(admin_url, &name)?;
         psql(admin_url, &format!("CREATE DATABASE \"{name}\"")).context(
