@@ -396,11 +396,7 @@ mod tests {
     /// The sampler against a real PostgreSQL: each sample sees at least the busy session.
     #[test]
     fn wait_sampler_sees_an_active_backend() {
-        let Ok(admin) = std::env::var("TESSERA_TEST_PG_URL") else {
-            eprintln!("TESSERA_TEST_PG_URL not set: skipped (the README's test command sets it)");
-            return;
-        };
-        let db = Database::create(&admin).unwrap();
+        let Some(db) = test_database() else { return };
         let busy = std::thread::spawn({
             let url = db.url.clone();
             move || psql(&url, "SELECT pg_sleep(1)").unwrap()
@@ -420,16 +416,22 @@ mod tests {
     }
     use super::{psql, psql_query, with_database, without_loopback_tls, Autoanalyze, Database};
 
+    /// A fresh database on the PostgreSQL of `TESSERA_TEST_PG_URL` (which the README's test
+    /// command sets), dropped with the guard; `None` without it.
+    fn test_database() -> Option<Database> {
+        let Ok(admin) = std::env::var("TESSERA_TEST_PG_URL") else {
+            eprintln!("TESSERA_TEST_PG_URL not set: skipped (the README's test command sets it)");
+            return None;
+        };
+        Some(Database::create(&admin).unwrap())
+    }
+
     /// Against a real PostgreSQL (`TESSERA_TEST_PG_URL`, which the README's test command sets):
     /// a table that was small at its last ANALYZE is analyzed as soon as it passes the threshold;
     /// a larger one only once its last ANALYZE is a naptime old; one below the threshold never.
     #[test]
     fn autoanalyze_analyzes_small_tables_at_once_and_large_ones_once_a_naptime() {
-        let Ok(admin) = std::env::var("TESSERA_TEST_PG_URL") else {
-            eprintln!("TESSERA_TEST_PG_URL not set: skipped (the README's test command sets it)");
-            return;
-        };
-        let db = Database::create(&admin).unwrap();
+        let Some(db) = test_database() else { return };
         let rows = |t: &str| -> f64 {
             psql_query(
                 &db.url,
