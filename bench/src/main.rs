@@ -1166,7 +1166,8 @@ fn timeline_note(
     }
     if let Some(origin) = m.origin.filter(|_| !waits.is_empty()) {
         let by_window = pg::waits_by_window(waits, origin, Duration::from_secs(WINDOW_SECS));
-        let describe = |means: &[(String, f64)]| {
+        let describe = |counts: &pg::WaitCounts| {
+            let means = counts.means();
             let total: f64 = means.iter().map(|(_, n)| n).sum();
             let top: Vec<String> = means
                 .iter()
@@ -1175,47 +1176,27 @@ fn timeline_note(
                 .collect();
             format!("{total:.2} active ({})", top.join(", "))
         };
-        let slow: Vec<String> = windows
-            .iter()
-            .zip(&by_window)
-            .enumerate()
-            .filter(|(_, (w, _))| w.p99_ms > goal_ms)
-            .map(|(i, (w, means))| {
-                format!(
-                    "window {} (p99 {:.1} ms): {}",
+        let (mut slow, mut calm, mut calm_windows) = (Vec::new(), pg::WaitCounts::default(), 0);
+        for (i, (w, counts)) in windows.iter().zip(&by_window).enumerate() {
+            if w.p99_ms > goal_ms {
+                slow.push(format!(
+                    "window {} (p99 {:.1} ms): {}; ",
                     i + 1,
                     w.p99_ms,
-                    describe(means)
-                )
-            })
-            .collect();
-        let calm: Vec<&(String, f64)> = windows
-            .iter()
-            .zip(&by_window)
-            .filter(|(w, _)| w.p99_ms <= goal_ms)
-            .flat_map(|(_, means)| means)
-            .collect();
-        let calm_windows = windows.iter().filter(|w| w.p99_ms <= goal_ms).count();
-        let mut calm_means: std::collections::BTreeMap<&str, f64> = Default::default();
-        for (state, n) in calm {
-            *calm_means.entry(state.as_str()).or_default() += n / calm_windows.max(1) as f64;
+                    describe(counts)
+                ));
+            } else {
+                calm.merge(counts);
+                calm_windows += 1;
+            }
         }
-        let mut calm_means: Vec<(String, f64)> = calm_means
-            .into_iter()
-            .map(|(s, n)| (s.to_owned(), n))
-            .collect();
-        calm_means.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         note.push_str(&format!(
             " PostgreSQL backends of the benchmark database, mean number active by state \
              (sampled every {} ms; CPU = active and not waiting): {}{}.",
             pg::WaitSampler::EVERY.as_millis(),
-            if slow.is_empty() {
-                String::new()
-            } else {
-                format!("{}; ", slow.join("; "))
-            },
+            slow.concat(),
             if calm_windows > 0 {
-                format!("windows within the goal: {}", describe(&calm_means))
+                format!("windows within the goal: {}", describe(&calm))
             } else {
                 "no window within the goal".to_owned()
             }

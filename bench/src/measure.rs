@@ -102,8 +102,10 @@ pub struct Window {
 }
 
 /// Splits `(offset from the run's start, latency)` pairs, both in µs, into consecutive windows
-/// of [`WINDOW_SECS`] by offset; `slow` counts latencies above `slower_than_us`. The last,
-/// partial window is kept only if it holds at least half a window's worth of time.
+/// of [`WINDOW_SECS`] by offset (window `i` is `[i, i + 1) × WINDOW_SECS`; one nothing was due
+/// in is all zeros, so positions stay aligned with other per-window series); `slow` counts
+/// latencies above `slower_than_us`. The last, partial window is kept only if it holds at least
+/// half a window's worth of time.
 pub fn windows(samples: &[(u64, u64)], slower_than_us: u64) -> Vec<Window> {
     let width = WINDOW_SECS * 1_000_000;
     let Some(last) = samples.iter().map(|(at, _)| *at).max() else {
@@ -119,7 +121,6 @@ pub fn windows(samples: &[(u64, u64)], slower_than_us: u64) -> Vec<Window> {
     }
     buckets
         .into_iter()
-        .filter(|b| !b.is_empty())
         .map(|mut b| {
             b.sort_unstable();
             let ms = |us: u64| us as f64 / 1000.0;
@@ -178,6 +179,10 @@ mod tests {
         // A last window past its half is kept.
         samples.push(s(13.0, 20));
         assert_eq!(windows(&samples, 15_000).len(), 3);
+        // A window nothing was due in keeps its place.
+        let gap = windows(&[s(0.0, 1), s(12.5, 1)], 15_000);
+        assert_eq!(gap.len(), 3);
+        assert_eq!((gap[1].p99_ms, gap[1].slow), (0.0, 0));
         assert!(windows(&[], 1).is_empty());
     }
 

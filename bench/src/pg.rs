@@ -138,14 +138,47 @@ fn parse_wait_sample(line: &str) -> Vec<String> {
         .collect()
 }
 
-/// Per window of `width` from `origin`: the mean number of active backends in each state over
-/// the window's samples, largest first. Samples before `origin` are left out.
+/// The samples of one window: how many were taken, and how often each state was seen in them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WaitCounts {
+    samples: u32,
+    seen: std::collections::BTreeMap<String, u32>,
+}
+
+impl WaitCounts {
+    /// Adds another window's samples to these.
+    pub fn merge(&mut self, other: &Self) {
+        self.samples += other.samples;
+        for (state, n) in &other.seen {
+            *self.seen.entry(state.clone()).or_default() += n;
+        }
+    }
+
+    /// The mean number of active backends in each state per sample, largest first.
+    pub fn means(&self) -> Vec<(String, f64)> {
+        let mut means: Vec<(String, f64)> = self
+            .seen
+            .iter()
+            .map(|(state, n)| {
+                (
+                    state.clone(),
+                    f64::from(*n) / f64::from(self.samples.max(1)),
+                )
+            })
+            .collect();
+        means.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        means
+    }
+}
+
+/// The samples per window of `width` from `origin`, window `i` covering `[i, i + 1) × width`
+/// (as [`crate::measure::windows`] does); samples before `origin` are left out.
 pub fn waits_by_window(
     samples: &[WaitSample],
     origin: std::time::Instant,
     width: std::time::Duration,
-) -> Vec<Vec<(String, f64)>> {
-    let mut windows: Vec<(u32, std::collections::BTreeMap<String, u32>)> = Vec::new();
+) -> Vec<WaitCounts> {
+    let mut windows: Vec<WaitCounts> = Vec::new();
     for (at, active) in samples {
         let Some(offset) = at.checked_duration_since(origin) else {
             continue;
@@ -154,23 +187,12 @@ pub fn waits_by_window(
         if windows.len() <= i {
             windows.resize_with(i + 1, Default::default);
         }
-        let (n, counts) = &mut windows[i];
-        *n += 1;
+        windows[i].samples += 1;
         for state in active {
-            *counts.entry(state.clone()).or_default() += 1;
+            *windows[i].seen.entry(state.clone()).or_default() += 1;
         }
     }
     windows
-        .into_iter()
-        .map(|(n, counts)| {
-            let mut means: Vec<(String, f64)> = counts
-                .into_iter()
-                .map(|(state, c)| (state, f64::from(c) / f64::from(n.max(1))))
-                .collect();
-            means.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            means
-        })
-        .collect()
 }
 
 /// What autovacuum does about planner statistics, done by the harness because this machine's
@@ -378,17 +400,28 @@ mod tests {
         let windows = waits_by_window(&samples, origin, std::time::Duration::from_secs(1));
         assert_eq!(windows.len(), 2);
         assert_eq!(
-            windows[0],
+            windows[0].means(),
             [("CPU".to_owned(), 1.0), ("IO:WALSync".to_owned(), 0.5)]
         );
         assert_eq!(
-            windows[1],
+            windows[1].means(),
             [("LWLock:WALWrite".to_owned(), 1.0), ("CPU".to_owned(), 0.5)]
+        );
+        // Merged, the means are over all four samples.
+        let mut both = windows[0].clone();
+        both.merge(&windows[1]);
+        assert_eq!(
+            both.means(),
+            [
+                ("CPU".to_owned(), 0.75),
+                ("LWLock:WALWrite".to_owned(), 0.5),
+                ("IO:WALSync".to_owned(), 0.25)
+            ]
         );
         // Samples taken before the origin are not in any window.
         let windows = waits_by_window(&samples, later, std::time::Duration::from_secs(1));
         assert_eq!(
-            windows[0],
+            windows[0].means(),
             [("CPU".to_owned(), 1.0), ("IO:WALSync".to_owned(), 1.0)]
         );
     }
