@@ -9,6 +9,7 @@
 //! Numbers are measurements, never assertions: the exit status is non-zero only when the harness
 //! could not run a scenario, or when a refresh token was accepted twice.
 
+mod cpu;
 mod loadgen;
 mod measure;
 mod oha;
@@ -24,6 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::cpu::CpuSplit;
 use crate::loadgen::PASSWORD;
 use crate::measure::{Measurement, WINDOW_SECS};
 use crate::oha::{Load, Oha};
@@ -974,6 +976,25 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     Ok(())
 }
 
+/// Where the cores went during the login saturation rounds, and the hashing threads' CPU per
+/// sign-in against the ceiling's: the ratio is the hashing threads' share of the cores times how
+/// fast each verification ran compared with the ceiling, and this says which of the two fell short.
+fn login_cpu_note(split: &CpuSplit, sign_ins: u64, ceiling_rate: f64, cores: usize) -> String {
+    let hz = procs::clock_ticks_per_sec() as f64;
+    let per_sign_in_ms = |ticks: u64| ticks as f64 / hz * 1000.0 / sign_ins.max(1) as f64;
+    let around = split.server_other + split.pg_bench + split.pg_other;
+    format!(
+        "Where the {cores} cores' time went during the saturation rounds: {}. Per sign-in the \
+         hashing threads used {:.2} ms of CPU (the ceiling: {cores} cores / {}/s = {:.2} ms of \
+         core time per verification), the rest of the server and PostgreSQL {:.2} ms.",
+        split.describe(),
+        per_sign_in_ms(split.hashing),
+        report::rate(ceiling_rate),
+        cores as f64 * 1000.0 / ceiling_rate.max(1e-9),
+        per_sign_in_ms(around),
+    )
+}
+
 async fn login_scenario(ctx: &Ctx) -> Section {
     let mut sec = Section::new("Login (POST /v1/auth/login)");
     let outcome = login_runs(ctx, &mut sec).await;
@@ -993,6 +1014,7 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     let sat_load = Load::post_json(url.clone(), body.clone(), ctx.cores * 4, round);
     let mut ceilings = Vec::new();
     let (mut ok, mut elapsed, mut round_ratios) = (0u64, 0.0f64, Vec::new());
+    let mut split: Option<CpuSplit> = None;
     for i in 1..=rounds {
         let before = argon_ceiling(ctx).await.context("Argon2id ceiling")?;
         sec.rows
@@ -1006,6 +1028,10 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         expect(&sat, "login saturation", &[503])?;
         ok += sat.ok();
         elapsed += sat.elapsed_s;
+        split = match (split, sat.usage.split) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => a.or(b),
+        };
         round_ratios.push(sat.ok_rps() / before.verifies_per_sec);
         ceilings.push(before);
     }
@@ -1069,6 +1095,9 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         ),
         Some(sat_rps >= 0.85 * c),
     );
+    if let Some(split) = split {
+        sec.notes.push(login_cpu_note(&split, ok, c, ctx.cores));
+    }
     // 90% of saturation, open loop (oha -q), latency measured from the scheduled send time.
     let rate = (sat_rps * 0.9).max(1.0);
     let r90_load =
@@ -1263,6 +1292,13 @@ async fn refresh_runs(
     ));
     expect(&paced, "refresh (open loop)", &[503])?;
     check.add(&paced_check);
+    if let Some(split) = paced.usage.split {
+        sec.notes.push(format!(
+            "Where the {} cores' time went during the open loop: {}.",
+            ctx.cores,
+            split.describe()
+        ));
+    }
 
     sec.ceiling = Some(format!(
         "plain actix JSON handler driven by the same generator with the same {c} clients: {} req/s",

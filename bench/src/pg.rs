@@ -336,7 +336,7 @@ pub fn psql_query(url: &str, sql: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn psql(url: &str, sql: &str) -> Result<()> {
+pub(crate) fn psql(url: &str, sql: &str) -> Result<()> {
     psql_query(url, sql).map(drop)
 }
 
@@ -377,7 +377,7 @@ fn without_loopback_tls(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{parse_wait_sample, waits_by_window, WaitSampler, WalCounters};
 
     #[test]
@@ -451,7 +451,7 @@ mod tests {
 
     /// A fresh database on the PostgreSQL of `TESSERA_TEST_PG_URL` (which the README's test
     /// command sets), dropped with the guard; `None` without it.
-    fn test_database() -> Option<Database> {
+    pub(crate) fn test_database() -> Option<Database> {
         let Ok(admin) = std::env::var("TESSERA_TEST_PG_URL") else {
             eprintln!("TESSERA_TEST_PG_URL not set: skipped (the README's test command sets it)");
             return None;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cpu::{CpuSplit, Snapshot};
+
 /// Pids of short-lived tools (oha, the Argon2 ceiling) currently running, so an interrupt can end
 /// them too; long-lived children are ended by their guards.
 fn running_tools() -> &'static Mutex<HashSet<u32>> {
@@ -173,6 +175,8 @@ pub struct Usage {
     pub cpu_pct: f64,
     pub max_rss_kib: u64,
     pub pg_cpu_pct: Option<f64>,
+    /// Where all the cores' time went (sampled with a database only: the server's runs).
+    pub split: Option<CpuSplit>,
 }
 
 pub struct Sampler {
@@ -181,6 +185,7 @@ pub struct Sampler {
     started: Instant,
     start_ticks: u64,
     pg_start: BTreeMap<u32, u64>,
+    split_start: Option<Snapshot>,
     stop: Arc<AtomicBool>,
     max_rss: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
@@ -208,6 +213,7 @@ impl Sampler {
             started: Instant::now(),
             start_ticks: cpu_ticks(pid).unwrap_or(0),
             pg_start: pg_db.map(pg_backend_ticks).unwrap_or_default(),
+            split_start: pg_db.and_then(|db| Snapshot::take(pid, db)),
             stop,
             max_rss,
             thread: Some(thread),
@@ -230,10 +236,17 @@ impl Sampler {
                 .sum();
             pct(used)
         });
+        let split = match (&self.split_start, self.pg_db.as_deref()) {
+            (Some(start), Some(db)) => {
+                Snapshot::take(self.pid, db).map(|end| CpuSplit::between(start, &end))
+            }
+            _ => None,
+        };
         if let Some(rss) = rss_kib(self.pid) {
             self.max_rss.fetch_max(rss, Ordering::Relaxed);
         }
         Usage {
+            split,
             cpu_pct: pct(end_ticks.saturating_sub(self.start_ticks)),
             max_rss_kib: self.max_rss.load(Ordering::Relaxed),
             pg_cpu_pct,
@@ -270,16 +283,37 @@ pub async fn cpu_busy_fraction(window: Duration) -> Option<f64> {
     Some(1.0 - idle as f64 / total as f64)
 }
 
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// The fields of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line that CPU
+/// accounting needs, in clock ticks.
+pub(crate) struct ProcStat {
+    pub comm: String,
+    pub utime: u64,
+    pub stime: u64,
+    /// CPU of the children it has waited for (exited tools such as oha).
+    pub children: u64,
+}
+
+pub(crate) fn read_stat(path: &str) -> Option<ProcStat> {
+    let stat = fs::read_to_string(path).ok()?;
     // The command name may contain spaces and parentheses; the fields after the last ')' do not.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // The fields after the name start at field 3 (state); utime, stime, cutime and cstime are
+    // fields 14 to 17.
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(ProcStat {
+        comm,
+        utime: field(14)?,
+        stime: field(15)?,
+        children: field(16)? + field(17)?,
+    })
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
+    read_stat(&format!("/proc/{pid}/stat")).map(|s| s.utime + s.stime)
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -295,7 +329,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU ticks of every PostgreSQL backend whose process title names `db`.
 fn pg_backend_ticks(db: &str) -> BTreeMap<u32, u64> {
-    let mut out = BTreeMap::new();
+    postgres_processes()
+        .into_iter()
+        .filter(|(_, title)| serves_database(title, db))
+        .filter_map(|(pid, _)| Some((pid, cpu_ticks(pid)?)))
+        .collect()
+}
+
+/// Backends set their title to "postgres: <cluster>: <user> <db> <client> <state>".
+pub(crate) fn serves_database(title: &str, db: &str) -> bool {
+    title.starts_with("postgres:") && title.split_whitespace().any(|w| w == db)
+}
+
+/// Pid and command line (process title) of every process of the PostgreSQL cluster: the
+/// postmaster and all it forked (backends, WAL writer, checkpointer, ...), whose name is
+/// `postgres`.
+pub(crate) fn postgres_processes() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
     let Ok(entries) = fs::read_dir("/proc") else {
         return out;
     };
@@ -307,21 +357,19 @@ fn pg_backend_ticks(db: &str) -> BTreeMap<u32, u64> {
         else {
             continue;
         };
+        match read_stat(&format!("/proc/{pid}/stat")) {
+            Some(stat) if stat.comm == "postgres" => {}
+            _ => continue,
+        }
         let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
-        let title = String::from_utf8_lossy(&cmdline);
-        // Backends set their title to "postgres: <cluster>: <user> <db> <client> <state>".
-        if title.starts_with("postgres:") && title.split_whitespace().any(|w| w == db) {
-            if let Some(t) = cpu_ticks(pid) {
-                out.insert(pid, t);
-            }
-        }
+        out.push((pid, String::from_utf8_lossy(&cmdline).into_owned()));
     }
     out
 }
 
-fn clock_ticks_per_sec() -> u64 {
+pub(crate) fn clock_ticks_per_sec() -> u64 {
     static HZ: OnceLock<u64> = OnceLock::new();
     *HZ.get_or_init(|| {
         Command::new("getconf")
