@@ -1,9 +1,10 @@
 //! Where all the cores' time went during one measurement: the server's hashing threads, the rest
 //! of the server, the PostgreSQL backends serving the benchmark database, the rest of the
 //! PostgreSQL cluster (WAL writer, checkpointer, other databases), this harness with the load
-//! tools it ran, interrupts, everything else on the machine, time the hypervisor took (steal)
-//! and idle time. A goal that depends on the share one of them gets (login: the hashing
-//! threads' share against the ceiling's) can then be explained from the report itself.
+//! tools it ran, interrupts, everything else on the machine, time the hypervisor took (steal),
+//! idle time, and idle time while a disk write was awaited (iowait). A goal that depends on the
+//! share one of them gets (login: the hashing threads' share against the ceiling's) can then be
+//! explained from the report itself.
 //!
 //! Everything is read from /proc in clock ticks, the unit of both `/proc/stat` (all CPUs summed)
 //! and the per-process counters, so the parts add up to the machine's total up to tick rounding.
@@ -24,8 +25,9 @@ struct Machine {
     /// irq + softirq.
     interrupts: u64,
     steal: u64,
-    /// idle + iowait.
     idle: u64,
+    /// Idle while some task waited for a disk (here: PostgreSQL's WAL flushes).
+    iowait: u64,
 }
 
 impl Machine {
@@ -44,7 +46,8 @@ impl Machine {
         // user nice system idle iowait irq softirq steal (guest time is inside user and nice).
         Some(Self {
             tasks: at(0) + at(1) + at(2),
-            idle: at(3) + at(4),
+            idle: at(3),
+            iowait: at(4),
             interrupts: at(5) + at(6),
             steal: at(7),
         })
@@ -126,6 +129,7 @@ pub struct CpuSplit {
     pub other: u64,
     pub steal: u64,
     pub idle: u64,
+    pub iowait: u64,
 }
 
 fn grown(start: &BTreeMap<u32, u64>, end: &BTreeMap<u32, u64>) -> u64 {
@@ -153,6 +157,7 @@ impl CpuSplit {
             other: m(|x| x.tasks).saturating_sub(named),
             steal: m(|x| x.steal),
             idle: m(|x| x.idle),
+            iowait: m(|x| x.iowait),
         }
     }
 
@@ -167,6 +172,7 @@ impl CpuSplit {
             other: self.other + o.other,
             steal: self.steal + o.steal,
             idle: self.idle + o.idle,
+            iowait: self.iowait + o.iowait,
         }
     }
 
@@ -183,6 +189,7 @@ impl CpuSplit {
             + self.other
             + self.steal
             + self.idle
+            + self.iowait
     }
 
     /// Share of the machine's total taken by `ticks`.
@@ -210,6 +217,7 @@ impl CpuSplit {
             ("everything else", self.other),
             ("steal", self.steal),
             ("idle", self.idle),
+            ("idle waiting for the disk", self.iowait),
         ]);
         parts
             .iter()
@@ -235,7 +243,8 @@ mod tests {
                 tasks: 145,
                 interrupts: 10,
                 steal: 11,
-                idle: 1020
+                idle: 1000,
+                iowait: 20,
             }
         );
     }
@@ -259,6 +268,7 @@ mod tests {
                 interrupts: 10,
                 steal: 0,
                 idle: 500,
+                iowait: 7,
             },
             &[(2, 100)],
             50,
@@ -269,6 +279,7 @@ mod tests {
                 interrupts: 14,
                 steal: 1,
                 idle: 530,
+                iowait: 9,
             },
             // Thread 3 appeared during the window.
             &[(2, 250), (3, 20)],
@@ -283,15 +294,18 @@ mod tests {
         assert_eq!(s.pg_other, 0);
         assert_eq!(s.harness, 10);
         assert_eq!(s.other, 200 - 190);
-        assert_eq!((s.interrupts, s.steal, s.idle), (4, 1, 30));
-        assert_eq!(s.total(), 200 + 4 + 1 + 30);
-        assert!((s.share(s.hashing) - 170.0 / 235.0).abs() < 1e-12);
+        assert_eq!((s.interrupts, s.steal, s.idle, s.iowait), (4, 1, 30, 2));
+        assert_eq!(s.total(), 200 + 4 + 1 + 30 + 2);
+        assert!((s.share(s.hashing) - 170.0 / 237.0).abs() < 1e-12);
         let twice = s.merge(s);
         assert_eq!(twice.total(), 2 * s.total());
         assert_eq!(twice.share(twice.hashing), s.share(s.hashing));
         assert!(s
             .describe()
-            .starts_with("hashing threads 72.3%, rest of the server 2.6%"));
+            .starts_with("hashing threads 71.7%, rest of the server 2.5%"));
+        assert!(s
+            .describe()
+            .ends_with("idle 12.7%, idle waiting for the disk 0.8%"));
     }
 
     #[test]
