@@ -19,7 +19,7 @@ pub const HASHING_THREAD_PREFIX: &str = "tessera-hash-";
 
 /// The machine-wide counters of `/proc/stat`'s `cpu` line, in clock ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Machine {
+pub struct Machine {
     /// user + nice + system: process and kernel work charged to some task.
     tasks: u64,
     /// irq + softirq.
@@ -31,8 +31,18 @@ struct Machine {
 }
 
 impl Machine {
-    fn read() -> Option<Self> {
+    pub fn read() -> Option<Self> {
         Self::parse(&fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// All the cores' time so far.
+    pub fn total(&self) -> u64 {
+        self.tasks + self.interrupts + self.steal + self.idle + self.iowait
+    }
+
+    /// Time no task ran: idle, with or without a disk write awaited.
+    pub fn resting(&self) -> u64 {
+        self.idle + self.iowait
     }
 
     fn parse(stat: &str) -> Option<Self> {
@@ -247,6 +257,8 @@ mod tests {
                 iowait: 20,
             }
         );
+        assert_eq!(m.total(), 100 + 5 + 40 + 1000 + 20 + 3 + 7 + 11);
+        assert_eq!(m.resting(), 1020);
     }
 
     fn snapshot(machine: Machine, hashing: &[(u32, u64)], harness: u64) -> Snapshot {

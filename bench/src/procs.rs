@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cpu::{CpuSplit, Snapshot};
+use crate::cpu::{CpuSplit, Machine, Snapshot};
 
 /// Pids of short-lived tools (oha, the Argon2 ceiling) currently running, so an interrupt can end
 /// them too; long-lived children are ended by their guards.
@@ -262,24 +262,11 @@ impl Drop for Sampler {
 
 /// Fraction of all cores' time spent busy (not idle or waiting for I/O) over `window`.
 pub async fn cpu_busy_fraction(window: Duration) -> Option<f64> {
-    fn totals() -> Option<(u64, u64)> {
-        let stat = fs::read_to_string("/proc/stat").ok()?;
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-        // guest time is already counted in user/nice.
-        let total: u64 = v.iter().take(8).sum();
-        Some((idle, total))
-    }
-    let (idle0, total0) = totals()?;
+    let start = Machine::read()?;
     tokio::time::sleep(window).await;
-    let (idle1, total1) = totals()?;
-    let total = total1.checked_sub(total0)?.max(1);
-    let idle = idle1.saturating_sub(idle0);
+    let end = Machine::read()?;
+    let total = end.total().checked_sub(start.total())?.max(1);
+    let idle = end.resting().saturating_sub(start.resting());
     Some(1.0 - idle as f64 / total as f64)
 }
 
