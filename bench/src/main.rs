@@ -792,6 +792,9 @@ async fn me_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         ratio(me.ok_rps(), plain.ok_rps())
     ));
     me_goals(sec, ONE_TOKEN, &me);
+    if let Some(note) = split_note(ctx, "the plain handler", &plain, "GET /v1/me", &me) {
+        sec.notes.push(note);
+    }
     sec.notes.push(
         "One token, caches hot (oha sends one header): after its first request both per-instance \
          caches answer: the verified-token cache (SHA-256 of the token → claims, so no Ed25519 \
@@ -887,7 +890,15 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     // the generator and the machine add.
     let (plain, me) = me_next_to_plain(ctx, sec, &tokens, None).await?;
     let rate = ctx.plan.me_rate;
-    let (_, paced) = me_next_to_plain(ctx, sec, &tokens, Some(rate)).await?;
+    let (paced_plain, paced) = me_next_to_plain(ctx, sec, &tokens, Some(rate)).await?;
+    let at_rate = format!("at {} req/s offered", report::rate(rate));
+    let split = split_note(
+        ctx,
+        &format!("the plain handler {at_rate}"),
+        &paced_plain,
+        &format!("GET /v1/me, many users, {at_rate}"),
+        &paced,
+    );
 
     if let Some(ceiling) = sec.ceiling.as_mut() {
         ceiling.push_str(&format!(
@@ -964,6 +975,7 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         report::rate(paced_reads),
         share(paced_reads, paced.ok_rps())
     ));
+    sec.notes.extend(split);
     if me.ok_rps() >= 0.9 * plain.ok_rps() {
         sec.notes.push(format!(
             "Many users: at {} of what the same generator gets from the plain handler, the \
@@ -974,6 +986,24 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Where the cores' time went in a ceiling run and in the server's run it is compared with: how
+/// much of the machine the load generator took from each, and what was left idle.
+fn split_note(
+    ctx: &Ctx,
+    ceiling: &str,
+    ceiling_run: &Measurement,
+    server: &str,
+    server_run: &Measurement,
+) -> Option<String> {
+    let (c, s) = (ceiling_run.usage.split?, server_run.usage.split?);
+    Some(format!(
+        "Where the {} cores' time went: {ceiling}: {}; {server}: {}.",
+        ctx.cores,
+        c.describe(),
+        s.describe()
+    ))
 }
 
 /// Where the cores went during the login saturation rounds, and the hashing threads' CPU per

@@ -175,7 +175,8 @@ pub struct Usage {
     pub cpu_pct: f64,
     pub max_rss_kib: u64,
     pub pg_cpu_pct: Option<f64>,
-    /// Where all the cores' time went (sampled with a database only: the server's runs).
+    /// Where all the cores' time went (without a database, every PostgreSQL process counts as
+    /// the rest of the cluster).
     pub split: Option<CpuSplit>,
 }
 
@@ -213,7 +214,7 @@ impl Sampler {
             started: Instant::now(),
             start_ticks: cpu_ticks(pid).unwrap_or(0),
             pg_start: pg_db.map(pg_backend_ticks).unwrap_or_default(),
-            split_start: pg_db.and_then(|db| Snapshot::take(pid, db)),
+            split_start: Snapshot::take(pid, pg_db.unwrap_or_default()),
             stop,
             max_rss,
             thread: Some(thread),
@@ -236,12 +237,10 @@ impl Sampler {
                 .sum();
             pct(used)
         });
-        let split = match (&self.split_start, self.pg_db.as_deref()) {
-            (Some(start), Some(db)) => {
-                Snapshot::take(self.pid, db).map(|end| CpuSplit::between(start, &end))
-            }
-            _ => None,
-        };
+        let split = self.split_start.as_ref().and_then(|start| {
+            Snapshot::take(self.pid, self.pg_db.as_deref().unwrap_or_default())
+                .map(|end| CpuSplit::between(start, &end))
+        });
         if let Some(rss) = rss_kib(self.pid) {
             self.max_rss.fetch_max(rss, Ordering::Relaxed);
         }
