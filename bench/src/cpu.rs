@@ -102,16 +102,13 @@ impl Snapshot {
             into.insert(tid, stat.utime + stat.stime);
         }
         let (mut pg_bench, mut pg_other) = (BTreeMap::new(), BTreeMap::new());
-        for (pid, title) in postgres_processes() {
-            let Some(stat) = read_stat(&format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let into = if serves_database(&title, db) {
+        for p in postgres_processes() {
+            let into = if serves_database(&p.title, db) {
                 &mut pg_bench
             } else {
                 &mut pg_other
             };
-            into.insert(pid, stat.utime + stat.stime);
+            into.insert(p.pid, p.ticks);
         }
         let me = read_stat("/proc/self/stat")?;
         Some(Self {

@@ -317,8 +317,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 fn pg_backend_ticks(db: &str) -> BTreeMap<u32, u64> {
     postgres_processes()
         .into_iter()
-        .filter(|(_, title)| serves_database(title, db))
-        .filter_map(|(pid, _)| Some((pid, cpu_ticks(pid)?)))
+        .filter(|p| serves_database(&p.title, db))
+        .map(|p| (p.pid, p.ticks))
         .collect()
 }
 
@@ -327,10 +327,18 @@ pub(crate) fn serves_database(title: &str, db: &str) -> bool {
     title.starts_with("postgres:") && title.split_whitespace().any(|w| w == db)
 }
 
-/// Pid and command line (process title) of every process of the PostgreSQL cluster: the
-/// postmaster and all it forked (backends, WAL writer, checkpointer, ...), whose name is
-/// `postgres`.
-pub(crate) fn postgres_processes() -> Vec<(u32, String)> {
+/// One process of the PostgreSQL cluster.
+pub(crate) struct PgProcess {
+    pub pid: u32,
+    /// Its command line, which PostgreSQL rewrites into a title naming the process's role.
+    pub title: String,
+    /// utime + stime, in clock ticks.
+    pub ticks: u64,
+}
+
+/// Every process of the PostgreSQL cluster: the postmaster and all it forked (backends, WAL
+/// writer, checkpointer, ...), whose name is `postgres`.
+pub(crate) fn postgres_processes() -> Vec<PgProcess> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir("/proc") else {
         return out;
@@ -343,14 +351,15 @@ pub(crate) fn postgres_processes() -> Vec<(u32, String)> {
         else {
             continue;
         };
-        match read_stat(&format!("/proc/{pid}/stat")) {
-            Some(stat) if stat.comm == "postgres" => {}
+        let ticks = match read_stat(&format!("/proc/{pid}/stat")) {
+            Some(stat) if stat.comm == "postgres" => stat.utime + stat.stime,
             _ => continue,
-        }
+        };
         let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
-        out.push((pid, String::from_utf8_lossy(&cmdline).into_owned()));
+        let title = String::from_utf8_lossy(&cmdline).into_owned();
+        out.push(PgProcess { pid, title, ticks });
     }
     out
 }
