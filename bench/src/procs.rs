@@ -1,7 +1,7 @@
 //! The processes a run starts (the server, the plain-handler ceiling, oha, the Argon2 ceiling),
 //! stopping them on every exit path, and sampling a process's CPU and RSS from /proc.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -185,7 +185,6 @@ pub struct Sampler {
     pg_db: Option<String>,
     started: Instant,
     start_ticks: u64,
-    pg_start: BTreeMap<u32, u64>,
     split_start: Option<Snapshot>,
     stop: Arc<AtomicBool>,
     max_rss: Arc<AtomicU64>,
@@ -213,7 +212,6 @@ impl Sampler {
             pg_db: pg_db.map(str::to_owned),
             started: Instant::now(),
             start_ticks: cpu_ticks(pid).unwrap_or(0),
-            pg_start: pg_db.map(pg_backend_ticks).unwrap_or_default(),
             split_start: Snapshot::take(pid, pg_db.unwrap_or_default()),
             stop,
             max_rss,
@@ -230,17 +228,15 @@ impl Sampler {
         let hz = clock_ticks_per_sec() as f64;
         let end_ticks = cpu_ticks(self.pid).unwrap_or(self.start_ticks);
         let pct = |ticks: u64| ticks as f64 / hz / wall * 100.0;
-        let pg_cpu_pct = self.pg_db.as_deref().map(|db| {
-            let used: u64 = pg_backend_ticks(db)
-                .into_iter()
-                .map(|(pid, end)| end.saturating_sub(*self.pg_start.get(&pid).unwrap_or(&0)))
-                .sum();
-            pct(used)
-        });
         let split = self.split_start.as_ref().and_then(|start| {
             Snapshot::take(self.pid, self.pg_db.as_deref().unwrap_or_default())
                 .map(|end| CpuSplit::between(start, &end))
         });
+        // The backends serving the database, from the same snapshots as the split.
+        let pg_cpu_pct = self
+            .pg_db
+            .as_ref()
+            .map(|_| pct(split.map_or(0, |s| s.pg_bench)));
         if let Some(rss) = rss_kib(self.pid) {
             self.max_rss.fetch_max(rss, Ordering::Relaxed);
         }
@@ -311,15 +307,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// CPU ticks of every PostgreSQL backend whose process title names `db`.
-fn pg_backend_ticks(db: &str) -> BTreeMap<u32, u64> {
-    postgres_processes()
-        .into_iter()
-        .filter(|p| serves_database(&p.title, db))
-        .map(|p| (p.pid, p.ticks))
-        .collect()
 }
 
 /// Backends set their title to "postgres: <cluster>: <user> <db> <client> <state>".
