@@ -10,6 +10,7 @@
 //! could not run a scenario, or when a refresh token was accepted twice.
 
 mod cpu;
+mod criterion;
 mod loadgen;
 mod measure;
 mod oha;
@@ -17,7 +18,7 @@ mod pg;
 mod procs;
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,11 @@ struct Args {
     /// setting changes; the report names it, and BENCHMARKS.md is left alone.
     #[arg(long = "server-env", value_parser = parse_server_env)]
     server_env: Vec<(String, String)>,
+    /// Instead of the load benchmarks: write the criterion results found in this directory
+    /// (`cargo bench` writes them to <target>/criterion; bench/criterion.sh runs both) into the
+    /// output file's in-process section.
+    #[arg(long, value_name = "DIR")]
+    criterion: Option<PathBuf>,
 }
 
 fn parse_server_env(s: &str) -> Result<(String, String), String> {
@@ -193,6 +199,15 @@ impl Plan {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.criterion {
+        return match criterion_report(dir, &args.output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("tessera-bench: error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome = tokio::select! {
         r = run(args) => r,
         sig = shutdown_signal() => Err(anyhow!("interrupted by {sig}")),
@@ -1487,6 +1502,38 @@ async fn authz_scenario(ctx: &Ctx) -> Section {
     sec.goal("authorization check over HTTP", why.clone(), None);
     sec.notes.push(why);
     sec
+}
+
+/// The criterion results under `dir`, as a table with the run's command, commit and machine,
+/// printed and written between the criterion markers of `output`.
+fn criterion_report(dir: &Path, output: &Path) -> Result<()> {
+    let estimates = criterion::collect(dir)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let body = format!(
+        "### In-process run, {}\n\n\
+         - Command: `{}`\n\
+         - Commit: {}\n\
+         - Machine: {}\n\
+         - Load average when the report was written: {}\n\
+         - Each path beside its group's ceiling (the raw operation it wraps), measured in the same \
+         run; ratio = ceiling time ÷ path time\n\n{}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        std::env::var("TESSERA_BENCH_COMMAND")
+            .unwrap_or_else(|_| "cargo bench -p service --bench hot_paths".into()),
+        git_commit(),
+        machine_facts(cores),
+        load.join(" "),
+        criterion::table(&estimates)?
+    );
+    println!("{body}");
+    report::write_between(output, criterion::BEGIN, criterion::END, &body)?;
+    eprintln!(
+        "tessera-bench: criterion results written to {}",
+        output.display()
+    );
+    Ok(())
 }
 
 fn machine_facts(cores: usize) -> String {

@@ -199,15 +199,21 @@ pub fn render(h: &Header, sections: &[Section]) -> String {
 /// Replaces the generated section of `path` (creating the file, or appending the section, if
 /// needed).
 pub fn write_into(path: &Path, body: &str) -> Result<()> {
-    let block = format!("{BEGIN}\n\n{}\n{END}\n", body.trim_end());
+    write_between(path, BEGIN, END, body)
+}
+
+/// Replaces what lies between the markers `begin` and `end` of `path` with `body` (creating the
+/// file, or appending the markers, if needed).
+pub fn write_between(path: &Path, begin: &str, end: &str, body: &str) -> Result<()> {
+    let block = format!("{begin}\n\n{}\n{end}\n", body.trim_end());
     let current = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => NEW_FILE_HEADER.to_owned(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let updated = match (current.find(BEGIN), current.find(END)) {
+    let updated = match (current.find(begin), current.find(end)) {
         (Some(b), Some(e)) if e > b => {
-            let rest = current[e + END.len()..].trim_start_matches('\n');
+            let rest = current[e + end.len()..].trim_start_matches('\n');
             let gap = if rest.is_empty() { "" } else { "\n" };
             format!("{}{block}{gap}{rest}", &current[..b])
         }

@@ -3,8 +3,10 @@
 //! verification through the hashing pool against a raw Argon2id verification.
 //!
 //!     cargo bench -p service --bench hot_paths
+//!     bench/criterion.sh     (runs it, then writes the results into BENCHMARKS.md)
 //!
-//! BENCHMARKS.md ("In-process paths") has a reading and what it says.
+//! A group's bench named `ceiling: …` is the raw operation its other benches are compared with;
+//! one per group.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -41,37 +43,44 @@ fn access_tokens(c: &mut Criterion) {
     .expect("signature");
     let public = key.verifying_key();
 
-    let mut group = c.benchmark_group("access token");
+    let mut group = c.benchmark_group("access token issue");
     group.bench_function(
         "ceiling: raw Ed25519 sign of a token's signing input",
         |b| b.iter(|| key.sign(black_box(signing_input.as_bytes()))),
     );
-    group.bench_function("issue (TokenKeys::issue_access)", |b| {
-        b.iter(|| keys.issue_access(black_box(user), black_box(session), Utc::now()))
-    });
+    group.bench_function(
+        "TokenKeys::issue_access (claims JSON, base64url, Ed25519)",
+        |b| b.iter(|| keys.issue_access(black_box(user), black_box(session), Utc::now())),
+    );
     let der = key.to_pkcs8_der().expect("pkcs8");
     let encoding = EncodingKey::from_ed_der(der.as_bytes());
     let mut header = Header::new(JwtAlgorithm::EdDSA);
     header.kid = Some(keys.kid().to_owned());
     let claims = keys.verify_access(&sample).expect("verify");
     group.bench_function(
-        "issue with jsonwebtoken::encode (key re-parsed per token)",
+        "jsonwebtoken::encode (re-parses the key per token; replaced in 6c82920)",
         |b| b.iter(|| jsonwebtoken::encode(&header, black_box(&claims), &encoding)),
     );
+    group.finish();
+
+    let mut group = c.benchmark_group("access token verify");
     group.bench_function("ceiling: raw Ed25519 verify of a token's signature", |b| {
         b.iter(|| public.verify(black_box(signing_input.as_bytes()), &signature))
     });
-    group.bench_function("verify, first sight (signature and claims)", |b| {
-        b.iter_batched(
-            || {
-                keys.issue_access(Uuid::now_v7(), session, Utc::now())
-                    .expect("issue")
-            },
-            |token| keys.verify_access(&token),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("verify, seen before (verified-token cache)", |b| {
+    group.bench_function(
+        "first sight (jsonwebtoken::decode: signature and every claim)",
+        |b| {
+            b.iter_batched(
+                || {
+                    keys.issue_access(Uuid::now_v7(), session, Utc::now())
+                        .expect("issue")
+                },
+                |token| keys.verify_access(&token),
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    group.bench_function("seen before (verified-token cache)", |b| {
         b.iter(|| keys.verify_access(black_box(&sample)))
     });
     group.finish();
@@ -122,7 +131,7 @@ fn password_verify(c: &mut Criterion) {
         .expect("runtime");
     let candidate = SecretString::from("correct horse battery staple");
     group.bench_function(
-        "PasswordHasher::verify (one hashing thread: queue, hand-off, wipe)",
+        "PasswordHasher::verify (one hashing thread, one verification at a time)",
         |b| {
             b.iter(|| {
                 let verdict = runtime
