@@ -9,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tessera-target}"
-rm -rf "$CARGO_TARGET_DIR/criterion"
+export CRITERION_HOME="$CARGO_TARGET_DIR/criterion"   # where criterion writes its results
+rm -rf "$CRITERION_HOME"
 echo "==> cargo bench -p service --bench hot_paths" >&2
 cargo bench --locked -p service --bench hot_paths
 echo "==> cargo build --release -p bench" >&2
 cargo build --release --locked -p bench
 TESSERA_BENCH_COMMAND="bench/criterion.sh" \
-    exec "$CARGO_TARGET_DIR/release/tessera-bench" --criterion "$CARGO_TARGET_DIR/criterion"
+    exec "$CARGO_TARGET_DIR/release/tessera-bench" --criterion "$CRITERION_HOME"

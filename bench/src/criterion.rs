@@ -31,24 +31,13 @@ impl Estimate {
     }
 }
 
-/// Every benchmark under criterion's output directory (`<group>/<bench>/new/`), sorted by group;
-/// within a group the ceiling first, then the rest by name.
+/// Every benchmark under criterion's output directory (wherever criterion put its `new/`:
+/// `<group>/<bench>/`, `<bench>/` outside a group, `<group>/<bench>/<parameter>/`), sorted by
+/// group; within a group the ceiling first, then the rest by name.
 pub fn collect(dir: &Path) -> Result<Vec<Estimate>> {
     let mut found = Vec::new();
-    let groups = std::fs::read_dir(dir)
+    walk(dir, &mut found)
         .with_context(|| format!("reading {} (did `cargo bench` run?)", dir.display()))?;
-    for group in groups {
-        let group = group?.path();
-        if !group.is_dir() {
-            continue;
-        }
-        for bench in std::fs::read_dir(&group)? {
-            let new = bench?.path().join("new");
-            if new.join("estimates.json").is_file() {
-                found.push(read_one(&new)?);
-            }
-        }
-    }
     if found.is_empty() {
         bail!("no criterion results under {}", dir.display());
     }
@@ -56,6 +45,22 @@ pub fn collect(dir: &Path) -> Result<Vec<Estimate>> {
         (&a.group, !a.is_ceiling(), &a.function).cmp(&(&b.group, !b.is_ceiling(), &b.function))
     });
     Ok(found)
+}
+
+fn walk(dir: &Path, found: &mut Vec<Estimate>) -> Result<()> {
+    let new = dir.join("new");
+    if new.join("benchmark.json").is_file() && new.join("estimates.json").is_file() {
+        found.push(read_one(&new)?);
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // criterion's own: this run, the previous one, their comparison, the HTML report.
+        if path.is_dir() && !matches!(name, "new" | "base" | "change" | "report") {
+            walk(&path, found)?;
+        }
+    }
+    Ok(())
 }
 
 fn read_one(new: &Path) -> Result<Estimate> {
@@ -66,11 +71,15 @@ fn read_one(new: &Path) -> Result<Estimate> {
     };
     let bench = read("benchmark.json")?;
     let estimates = read("estimates.json")?;
-    let text = |v: &Value, key: &str| -> Result<String> {
-        v[key]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("{}: no {key}", new.display()))
+    let group = bench["group_id"]
+        .as_str()
+        .with_context(|| format!("{}: no group_id", new.display()))?;
+    // `bench_function` outside a group has no function_id; a parameterised bench adds its value.
+    let function = match (bench["function_id"].as_str(), bench["value_str"].as_str()) {
+        (Some(f), Some(v)) => format!("{f} ({v})"),
+        (Some(f), None) => f.to_owned(),
+        (None, Some(v)) => v.to_owned(),
+        (None, None) => group.to_owned(),
     };
     let estimate = match &estimates["slope"] {
         Value::Null => &estimates["mean"],
@@ -81,8 +90,8 @@ fn read_one(new: &Path) -> Result<Estimate> {
             .with_context(|| format!("{}: estimate is not a number", new.display()))
     };
     Ok(Estimate {
-        group: text(&bench, "group_id")?,
-        function: text(&bench, "function_id")?,
+        group: group.to_owned(),
+        function,
         ns: number(&estimate["point_estimate"])?,
         low_ns: number(&estimate["confidence_interval"]["lower_bound"])?,
         high_ns: number(&estimate["confidence_interval"]["upper_bound"])?,
@@ -121,15 +130,22 @@ pub fn table(estimates: &[Estimate]) -> Result<String> {
             };
             let _ = writeln!(
                 s,
-                "| {group} | {} | {} ({}–{}) | {against} | {ratio} |",
-                e.function,
+                "| {} | {} | {} ({}–{}) | {} | {ratio} |",
+                cell(group),
+                cell(&e.function),
                 time(e.ns),
                 time(e.low_ns),
-                time(e.high_ns)
+                time(e.high_ns),
+                cell(&against)
             );
         }
     }
     Ok(s)
+}
+
+/// Text as one Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
 }
 
 /// Ceiling time ÷ path time: a percentage up to the ceiling, a multiple past it (a cache hit
@@ -144,9 +160,10 @@ fn ratio(r: f64) -> String {
 
 /// Nanoseconds as criterion prints them: ns, µs or ms with four significant digits at most.
 pub fn time(ns: f64) -> String {
-    let (v, unit) = if ns >= 1e6 {
+    // Thresholds just under each unit, so that 999.97 ns reads 1.000 µs, not 1000.0 ns.
+    let (v, unit) = if ns >= 999_950.0 {
         (ns / 1e6, "ms")
-    } else if ns >= 1e3 {
+    } else if ns >= 999.95 {
         (ns / 1e3, "µs")
     } else {
         (ns, "ns")
@@ -264,7 +281,49 @@ mod tests {
     }
 
     #[test]
+    fn results_outside_groups_and_with_parameters_are_found() {
+        let root = scratch("layouts");
+        let put = |dir: std::path::PathBuf, bench: serde_json::Value| {
+            let new = dir.join("new");
+            std::fs::create_dir_all(&new).unwrap();
+            std::fs::write(new.join("benchmark.json"), bench.to_string()).unwrap();
+            let estimate = serde_json::json!({
+                "confidence_interval": {"lower_bound": 1.0, "upper_bound": 3.0},
+                "point_estimate": 2.0
+            });
+            std::fs::write(
+                new.join("estimates.json"),
+                serde_json::json!({"mean": estimate, "slope": null}).to_string(),
+            )
+            .unwrap();
+            // criterion's other directories beside `new` are not results of this run.
+            std::fs::create_dir_all(dir.join("base").join("new")).unwrap();
+        };
+        put(
+            root.join("lonely"),
+            serde_json::json!({"group_id": "lonely", "function_id": null, "value_str": null}),
+        );
+        put(
+            root.join("g").join("f").join("64"),
+            serde_json::json!({"group_id": "g", "function_id": "f", "value_str": "64"}),
+        );
+        put(
+            root.join("g").join("f|x"),
+            serde_json::json!({"group_id": "g", "function_id": "f|x", "value_str": null}),
+        );
+        let found = collect(&root).unwrap();
+        let names: Vec<(&str, &str)> = found
+            .iter()
+            .map(|e| (e.group.as_str(), e.function.as_str()))
+            .collect();
+        assert_eq!(names, [("g", "f (64)"), ("g", "f|x"), ("lonely", "lonely")]);
+        assert!(table(&found).unwrap().contains("| g | f\\|x | 2.000 ns"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn times_read_like_criterions() {
+        assert_eq!(time(999.97), "1.000 µs");
         assert_eq!(time(428.51), "428.5 ns");
         assert_eq!(time(18_263.0), "18.26 µs");
         assert_eq!(time(8_256_900.0), "8.257 ms");

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::measure::Measurement;
 use crate::procs::Usage;
@@ -203,7 +203,8 @@ pub fn write_into(path: &Path, body: &str) -> Result<()> {
 }
 
 /// Replaces what lies between the markers `begin` and `end` of `path` with `body` (creating the
-/// file, or appending the markers, if needed).
+/// file, or appending the markers, if it has neither). A `begin` without its `end` after it, or
+/// either marker twice, is an error: guessing could replace hand-written text.
 pub fn write_between(path: &Path, begin: &str, end: &str, body: &str) -> Result<()> {
     let block = format!("{begin}\n\n{}\n{end}\n", body.trim_end());
     let current = match std::fs::read_to_string(path) {
@@ -211,13 +212,21 @@ pub fn write_between(path: &Path, begin: &str, end: &str, body: &str) -> Result<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => NEW_FILE_HEADER.to_owned(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let updated = match (current.find(begin), current.find(end)) {
-        (Some(b), Some(e)) if e > b => {
+    let updated = match (current.matches(begin).count(), current.matches(end).count()) {
+        (0, 0) => format!("{}\n\n{block}", current.trim_end_matches('\n')),
+        (1, 1) => {
+            let b = current.find(begin).context("counted once")?;
+            let Some(e) = current[b..].find(end).map(|e| b + e) else {
+                bail!("{}: `{end}` comes before `{begin}`", path.display());
+            };
             let rest = current[e + end.len()..].trim_start_matches('\n');
             let gap = if rest.is_empty() { "" } else { "\n" };
             format!("{}{block}{gap}{rest}", &current[..b])
         }
-        _ => format!("{}\n\n{block}", current.trim_end_matches('\n')),
+        (b, e) => bail!(
+            "{}: {b} × `{begin}` and {e} × `{end}`; expected one of each (or none)",
+            path.display()
+        ),
     };
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
 }
@@ -285,6 +294,23 @@ mod tests {
         assert!(!text.contains("first"));
         assert!(text.ends_with("tail\n"));
         assert_eq!(text.matches(BEGIN).count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn broken_markers_are_refused_and_the_file_left_alone() {
+        let dir = std::env::temp_dir().join(format!("bench-markers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("BENCHMARKS.md");
+        for broken in [
+            format!("hand\n{END}\nwritten\n{BEGIN}\nold\n"),
+            format!("hand\n{BEGIN}\nold\nwritten\n"),
+            format!("{BEGIN}\na\n{END}\n{BEGIN}\nb\n{END}\n"),
+        ] {
+            std::fs::write(&path, &broken).unwrap();
+            assert!(write_into(&path, "new").is_err(), "{broken}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

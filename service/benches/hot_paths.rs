@@ -116,7 +116,10 @@ fn password_verify(c: &mut Criterion) {
         .hash_password_with_random_salt(password)
         .expect("hash");
 
-    let mut group = c.benchmark_group("password verify (Argon2id m=19456 KiB, t=2, p=1)");
+    let mut group = c.benchmark_group(format!(
+        "password verify (Argon2id m={} KiB, t={}, p={})",
+        settings.memory_kib, settings.iterations, settings.parallelism
+    ));
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
