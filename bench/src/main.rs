@@ -199,18 +199,12 @@ impl Plan {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(dir) = &args.criterion {
-        return match criterion_report(dir, &args.output) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("tessera-bench: error: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let outcome = tokio::select! {
-        r = run(args) => r,
-        sig = shutdown_signal() => Err(anyhow!("interrupted by {sig}")),
+    let outcome = match &args.criterion {
+        Some(dir) => criterion_report(dir, &args.output).map(|()| Vec::new()),
+        None => tokio::select! {
+            r = run(args) => r,
+            sig = shutdown_signal() => Err(anyhow!("interrupted by {sig}")),
+        },
     };
     // On an interrupt the run future was dropped: its guards stopped the server and dropped the
     // database; tools still running are ended here.
@@ -1509,14 +1503,11 @@ async fn authz_scenario(ctx: &Ctx) -> Section {
 fn criterion_report(dir: &Path, output: &Path) -> Result<()> {
     let estimates = criterion::collect(dir)?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let body = format!(
         "### In-process run, {}\n\n\
          - Command: `{}`\n\
          - Commit: {}\n\
          - Machine: {}\n\
-         - Load average when the report was written: {}\n\
          - Each path beside its group's ceiling (the raw operation it wraps), measured in the same \
          run; ratio = ceiling time ÷ path time\n\n{}",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -1524,7 +1515,6 @@ fn criterion_report(dir: &Path, output: &Path) -> Result<()> {
             .unwrap_or_else(|_| "cargo bench -p service --bench hot_paths".into()),
         git_commit(),
         machine_facts(cores),
-        load.join(" "),
         criterion::table(&estimates)?
     );
     println!("{body}");

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use argon2_rust::{Algorithm, Argon2, Params, Version};
+use argon2_rust::Algorithm;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
@@ -21,7 +21,7 @@ use ed25519_dalek::{Signer, SigningKey, Verifier};
 use jsonwebtoken::{Algorithm as JwtAlgorithm, EncodingKey, Header};
 use secrecy::SecretString;
 use service::config::{AuthSettings, PasswordSettings};
-use service::passwords::{PasswordHasher, Verification};
+use service::passwords::{configured_argon2, PasswordHasher, Verification};
 use service::tokens::{hash_token, new_refresh_token, KeySource, TokenKeys};
 use uuid::Uuid;
 
@@ -103,15 +103,7 @@ fn password_verify(c: &mut Criterion) {
         ..PasswordSettings::default()
     };
     let password = b"correct horse battery staple";
-    let params = Params::builder()
-        .memory(argon2_rust::params::Memory::kib(u64::from(
-            settings.memory_kib,
-        )))
-        .passes(settings.iterations)
-        .lanes(settings.parallelism)
-        .build()
-        .expect("params");
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let argon = configured_argon2(&settings).expect("argon2");
     let phc = argon
         .hash_password_with_random_salt(password)
         .expect("hash");

@@ -38,6 +38,16 @@ fn configured_params(settings: &PasswordSettings) -> ServiceResult<Params> {
         .map_err(|e| ServiceError::unexpected_msg(format!("argon2 parameters: {e}")))
 }
 
+/// Argon2id with the parameters the settings ask for: what the hashing threads, the ceiling
+/// (`tessera ceiling argon2`) and the in-process benchmarks run.
+pub fn configured_argon2(settings: &PasswordSettings) -> ServiceResult<Argon2> {
+    Ok(Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        configured_params(settings)?,
+    ))
+}
+
 pub struct PasswordHasher {
     /// The PHC prefix of a hash made with the current parameters; others get rehashed on login.
     current_prefix: String,
@@ -172,7 +182,6 @@ pub enum Verification {
 
 impl PasswordHasher {
     pub fn new(settings: &PasswordSettings) -> ServiceResult<Self> {
-        let params = configured_params(settings)?;
         let ceiling = Params::builder()
             .memory(Memory::kib(
                 CEILING_MEMORY_KIB.max(u64::from(settings.memory_kib)),
@@ -182,7 +191,7 @@ impl PasswordHasher {
             .threads(settings.parallelism.max(1))
             .build()
             .map_err(|e| ServiceError::unexpected_msg(format!("argon2 ceiling: {e}")))?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let argon = configured_argon2(settings)?;
         let concurrency = settings
             .max_concurrent
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -320,8 +329,7 @@ pub fn raw_verify_rate(
     threads: usize,
     duration: Duration,
 ) -> ServiceResult<f64> {
-    let params = configured_params(settings)?;
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let argon = configured_argon2(settings)?;
     let phc = argon
         .hash_password_with_random_salt(b"ceiling password")
         .map_err(|e| ServiceError::unexpected_msg(format!("argon2: {e}")))?;
