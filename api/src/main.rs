@@ -82,6 +82,18 @@ enum CeilingAction {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Refresh-token rotation through the service layer, no HTTP: signs `sessions` sessions in
+    /// as EMAIL (password in TESSERA_CEILING_PASSWORD), chains refreshes on them for `seconds`,
+    /// closed loop or at `rate` per second; prints one JSON line.
+    Refresh {
+        email: String,
+        #[arg(long, default_value_t = 32)]
+        sessions: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        rate: Option<f64>,
+    },
     /// A plain actix JSON handler at GET /plain, nothing else, until killed.
     PlainHttp {
         #[arg(long, default_value_t = 8089)]
@@ -181,6 +193,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         "parallelism": settings.password.parallelism,
                     })
                 );
+            }
+            CeilingAction::Refresh {
+                email,
+                sessions,
+                seconds,
+                rate,
+            } => {
+                let password = std::env::var("TESSERA_CEILING_PASSWORD")
+                    .map_err(|_| "set TESSERA_CEILING_PASSWORD to the user's password")?;
+                let ctx = Application::context_for(load()?).await?;
+                let plan = api::ceiling::RefreshPlan {
+                    sessions,
+                    duration: std::time::Duration::from_secs(seconds),
+                    rate,
+                };
+                let email = service::domain::Email::parse(&email)?;
+                let measured = api::ceiling::refresh(&ctx, &email, &password.into(), plan).await?;
+                println!("{}", serde_json::to_string(&measured)?);
             }
             CeilingAction::PlainHttp { port, workers } => {
                 let workers = workers

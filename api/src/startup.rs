@@ -39,6 +39,11 @@ pub enum StartupError {
 impl Application {
     /// Connects, migrates (unless disabled), loads the signing key and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::with_context(Self::context_for(settings).await?)
+    }
+
+    /// What [`Self::build`] serves: connected, migrated (unless disabled), the signing key loaded.
+    pub async fn context_for(settings: Settings) -> Result<AppContext, StartupError> {
         let db = service::db::connect(&settings.database).await?;
         if settings.database.auto_migrate {
             service::db::migrate_up(&db).await?;
@@ -56,8 +61,7 @@ impl Application {
             KeySource::Configured | KeySource::File => {}
         }
         let keys = TokenKeys::new(&key, source, &settings.auth)?;
-        let context = AppContext::new(db, settings, keys)?;
-        Self::with_context(context)
+        Ok(AppContext::new(db, settings, keys)?)
     }
 
     /// Binds and builds the server around an existing context.

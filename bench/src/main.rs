@@ -723,6 +723,95 @@ impl ArgonCeiling {
     }
 }
 
+/// What `tessera ceiling refresh` printed: rotations through the service layer, no HTTP.
+#[derive(Debug, Deserialize)]
+struct RefreshCeiling {
+    sessions: usize,
+    rate: Option<f64>,
+    seconds: f64,
+    refreshes: u64,
+    failures: u64,
+    per_sec: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    behind_ms: f64,
+}
+
+/// Refresh rotations by the same binary's service layer on the benchmark database while the
+/// server idles: `sessions` chains, closed loop or at `rate`.
+async fn refresh_ceiling(
+    ctx: &Ctx,
+    sessions: usize,
+    rate: Option<f64>,
+    duration: Duration,
+) -> Result<RefreshCeiling> {
+    tokio::time::sleep(ctx.plan.settle).await;
+    let mut cmd = Command::new(&ctx.tessera);
+    cmd.args(["ceiling", "refresh", &ctx.email])
+        .args(["--sessions", &sessions.to_string()])
+        .args(["--seconds", &duration.as_secs().to_string()]);
+    if let Some(rate) = rate {
+        cmd.args(["--rate", &rate.to_string()]);
+    }
+    ctx.env.apply(&mut cmd);
+    cmd.env("TESSERA_CEILING_PASSWORD", PASSWORD);
+    let out = procs::run_tool(cmd).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| format!("`tessera ceiling refresh` printed no JSON: {stdout}"))?;
+    let measured: RefreshCeiling = serde_json::from_str(line)
+        .with_context(|| format!("`tessera ceiling refresh` output {line}"))?;
+    if measured.refreshes == 0 || measured.failures > 0 {
+        bail!(
+            "`tessera ceiling refresh`: {} refreshes, {} failed (see its log lines: {})",
+            measured.refreshes,
+            measured.failures,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(measured)
+}
+
+impl RefreshCeiling {
+    fn row(&self) -> Row {
+        let (run, rate_arg) = match self.rate {
+            Some(rate) => (
+                format!(
+                    "ceiling: refresh without HTTP (service layer), {} req/s offered (open loop)",
+                    report::rate(rate)
+                ),
+                format!(" --rate {rate}"),
+            ),
+            None => (
+                "ceiling: refresh without HTTP (service layer), saturation".to_owned(),
+                String::new(),
+            ),
+        };
+        Row {
+            run,
+            load: format!(
+                "`tessera ceiling refresh EMAIL --sessions {} --seconds {}{rate_arg}`",
+                self.sessions, self.seconds
+            ),
+            rps: Some(self.per_sec),
+            p50_ms: self.p50_ms,
+            p99_ms: self.p99_ms,
+            mix: format!("{} rotations", self.refreshes),
+            usage: None,
+        }
+    }
+
+    /// Whether the open loop was offered on time and answered, as [`Measurement::kept_up`] asks
+    /// of the HTTP run.
+    fn kept_up(&self, rate: f64) -> bool {
+        self.behind_ms <= self.seconds * 10.0
+            && self.refreshes as f64 >= 0.99 * (rate * self.seconds).round()
+    }
+}
+
 /// Fails the scenario when the answers show the harness (not the server's speed) is broken.
 fn expect(m: &Measurement, what: &str, allowed: &[u16]) -> Result<()> {
     if m.ok() == 0 {
@@ -1307,6 +1396,10 @@ async fn refresh_runs(
         &m,
     ));
     expect(&m, "refresh", &[503])?;
+    let alone = refresh_ceiling(ctx, c, None, ctx.plan.refresh)
+        .await
+        .context("refresh ceiling (saturation)")?;
+    sec.rows.push(alone.row());
 
     // The goal's operating point: the offered rate on a fixed schedule (latency from the due
     // time), with twice the sessions so a slow answer does not hold the schedule back.
@@ -1331,6 +1424,10 @@ async fn refresh_runs(
     ));
     expect(&paced, "refresh (open loop)", &[503])?;
     check.add(&paced_check);
+    let alone_paced = refresh_ceiling(ctx, 2 * c, Some(rate), paced_for)
+        .await
+        .context("refresh ceiling (open loop)")?;
+    sec.rows.push(alone_paced.row());
     if let Some(split) = paced.usage.split {
         sec.notes.push(format!(
             "Where the {} cores' time went during the open loop: {}.",
@@ -1340,12 +1437,24 @@ async fn refresh_runs(
     }
 
     sec.ceiling = Some(format!(
-        "plain actix JSON handler driven by the same generator with the same {c} clients: {} req/s",
-        report::rate(plain.ok_rps())
+        "plain actix JSON handler driven by the same generator with the same {c} clients: {} \
+         req/s; the same rotations through the service layer without HTTP (`tessera ceiling \
+         refresh`, same binary, same pool, same {c} sessions, the server idle): {}/s, and at {} \
+         req/s offered p99 {}{}",
+        report::rate(plain.ok_rps()),
+        report::rate(alone.per_sec),
+        report::rate(rate),
+        report::ms(alone_paced.p99_ms),
+        if alone_paced.kept_up(rate) {
+            ""
+        } else {
+            " (it did not keep up)"
+        }
     ));
     sec.ratio = Some(format!(
-        "{} of the plain handler",
-        ratio(m.ok_rps(), plain.ok_rps())
+        "{} of the plain handler; {} of the rotations without HTTP",
+        ratio(m.ok_rps(), plain.ok_rps()),
+        ratio(m.ok_rps(), alone.per_sec)
     ));
     sec.goal(
         "≥ 3,000/s (saturation)",
@@ -1389,6 +1498,16 @@ async fn refresh_runs(
          check that its session is live and its user active, INSERT the successor; the session \
          row is rewritten only when its IP or user agent changed or its last_seen_at is a \
          minute old. The claimed row's lock serializes concurrent presentations of one token."
+            .into(),
+    );
+    sec.notes.push(
+        "The rows without HTTP are `tessera ceiling refresh`: the same binary signs its own \
+         sessions in on the benchmark database and calls the service's refresh (the same \
+         statement, connection pool and token signing as the server's handler) from tokio tasks, \
+         one chain per session, closed loop and then on the same schedule as the open loop \
+         above, while the server idles. What it cannot do on this machine, the server cannot \
+         either; the gap between the two is the HTTP layer (actix, JSON, the client's \
+         connections) and the load generator's own work."
             .into(),
     );
     sec.notes.push(format!(

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth;
+mod ceiling;
 mod concurrency;
 mod errors;
 mod faults;
