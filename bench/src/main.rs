@@ -695,6 +695,16 @@ async fn argon_ceiling(ctx: &Ctx) -> Result<ArgonCeiling> {
     let mut cmd = Command::new(&ctx.tessera);
     cmd.args(["ceiling", "argon2", "--threads", &ctx.cores.to_string()])
         .args(["--seconds", &ctx.plan.argon_secs.to_string()]);
+    Ok(run_ceiling(ctx, "argon2", cmd).await?.0)
+}
+
+/// Runs `tessera ceiling <what>` (`cmd`) in the run's environment; the JSON line it printed last,
+/// and what it wrote to stderr.
+async fn run_ceiling<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    what: &str,
+    mut cmd: Command,
+) -> Result<(T, String)> {
     ctx.env.apply(&mut cmd);
     let out = procs::run_tool(cmd).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -702,8 +712,10 @@ async fn argon_ceiling(ctx: &Ctx) -> Result<ArgonCeiling> {
         .lines()
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
-        .with_context(|| format!("`tessera ceiling argon2` printed no JSON: {stdout}"))?;
-    serde_json::from_str(line).with_context(|| format!("`tessera ceiling argon2` output {line}"))
+        .with_context(|| format!("`tessera ceiling {what}` printed no JSON: {stdout}"))?;
+    let parsed = serde_json::from_str(line)
+        .with_context(|| format!("`tessera ceiling {what}` output {line}"))?;
+    Ok((parsed, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 impl ArgonCeiling {
@@ -753,23 +765,14 @@ async fn refresh_ceiling(
     if let Some(rate) = rate {
         cmd.args(["--rate", &rate.to_string()]);
     }
-    ctx.env.apply(&mut cmd);
     cmd.env("TESSERA_CEILING_PASSWORD", PASSWORD);
-    let out = procs::run_tool(cmd).await?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .with_context(|| format!("`tessera ceiling refresh` printed no JSON: {stdout}"))?;
-    let measured: RefreshCeiling = serde_json::from_str(line)
-        .with_context(|| format!("`tessera ceiling refresh` output {line}"))?;
+    let (measured, stderr): (RefreshCeiling, _) = run_ceiling(ctx, "refresh", cmd).await?;
     if measured.refreshes == 0 || measured.failures > 0 {
         bail!(
-            "`tessera ceiling refresh`: {} refreshes, {} failed (see its log lines: {})",
+            "`tessera ceiling refresh`: {} refreshes, {} failed (its log: {})",
             measured.refreshes,
             measured.failures,
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim()
         );
     }
     Ok(measured)
