@@ -1,6 +1,5 @@
 //! Tessera's HTTP layer: routes, extractors, middleware and the one mapping of errors to HTTP.
 
-pub mod ceiling;
 pub mod dto;
 pub mod error;
 pub mod openapi;

@@ -200,16 +200,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 seconds,
                 rate,
             } => {
+                let email = service::domain::Email::parse(&email)?;
                 let password = std::env::var("TESSERA_CEILING_PASSWORD")
                     .map_err(|_| "set TESSERA_CEILING_PASSWORD to the user's password")?;
-                let ctx = Application::context_for(load()?).await?;
-                let plan = api::ceiling::RefreshPlan {
+                let plan = service::ceiling::RefreshPlan {
                     sessions,
                     duration: std::time::Duration::from_secs(seconds),
                     rate,
                 };
-                let email = service::domain::Email::parse(&email)?;
-                let measured = api::ceiling::refresh(&ctx, &email, &password.into(), plan).await?;
+                let ctx = Application::context_for(load()?).await?;
+                let measured =
+                    service::ceiling::refresh(&ctx, &email, &password.into(), plan).await?;
                 println!("{}", serde_json::to_string(&measured)?);
             }
             CeilingAction::PlainHttp { port, workers } => {

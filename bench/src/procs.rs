@@ -41,9 +41,21 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// A command for messages: the program and its arguments only. `Command`'s Debug also prints
+/// the environment it sets, which holds DATABASE_URL and, for `tessera ceiling refresh`, a
+/// password.
+fn shown(cmd: &Command) -> String {
+    let mut line = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
+    }
+    line
+}
+
 /// Runs a bounded tool to completion off the async executor and returns its output.
 pub async fn run_tool(mut cmd: Command) -> Result<Output> {
-    let shown = format!("{cmd:?}");
+    let shown = shown(&cmd);
     tokio::task::spawn_blocking(move || -> Result<Output> {
         let child = cmd
             .stdin(Stdio::null())
@@ -88,7 +100,7 @@ impl ChildGuard {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+            .with_context(|| format!("starting {name}: {}", shown(&cmd)))?;
         Ok(Self {
             name: name.to_owned(),
             child: Some(child),
@@ -367,6 +379,17 @@ pub(crate) fn clock_ticks_per_sec() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn commands_are_shown_without_their_environment() {
+        let mut cmd = std::process::Command::new("tessera");
+        cmd.args(["ceiling", "refresh"])
+            .env("TESSERA_CEILING_PASSWORD", "hunter2")
+            .env("DATABASE_URL", "postgres://u:secret@h/db");
+        let line = super::shown(&cmd);
+        assert_eq!(line, "tessera ceiling refresh");
+        assert!(format!("{cmd:?}").contains("hunter2"), "why shown() exists");
+    }
+
     use super::*;
 
     #[test]
