@@ -93,6 +93,10 @@ enum CeilingAction {
         seconds: u64,
         #[arg(long)]
         rate: Option<f64>,
+        /// After printing the result, keep the database connections open until stdin closes
+        /// (so the caller can read the backends' CPU before they exit).
+        #[arg(long)]
+        hold: bool,
     },
     /// A plain actix JSON handler at GET /plain, nothing else, until killed.
     PlainHttp {
@@ -199,6 +203,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 sessions,
                 seconds,
                 rate,
+                hold,
             } => {
                 let email = service::domain::Email::parse(&email)?;
                 let password = std::env::var("TESSERA_CEILING_PASSWORD")
@@ -212,6 +217,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 let measured =
                     service::ceiling::refresh(&ctx, &email, &password.into(), plan).await?;
                 println!("{}", serde_json::to_string(&measured)?);
+                if hold {
+                    tokio::task::spawn_blocking(|| {
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line)
+                    })
+                    .await??;
+                }
+                drop(ctx);
             }
             CeilingAction::PlainHttp { port, workers } => {
                 let workers = workers

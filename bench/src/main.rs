@@ -695,18 +695,17 @@ async fn argon_ceiling(ctx: &Ctx) -> Result<ArgonCeiling> {
     let mut cmd = Command::new(&ctx.tessera);
     cmd.args(["ceiling", "argon2", "--threads", &ctx.cores.to_string()])
         .args(["--seconds", &ctx.plan.argon_secs.to_string()]);
-    Ok(run_ceiling(ctx, "argon2", cmd).await?.0)
-}
-
-/// Runs `tessera ceiling <what>` (`cmd`) in the run's environment; the JSON line it printed last,
-/// and the rest of what it wrote (its log lines go to stdout, errors to stderr).
-async fn run_ceiling<T: serde::de::DeserializeOwned>(
-    ctx: &Ctx,
-    what: &str,
-    mut cmd: Command,
-) -> Result<(T, String)> {
     ctx.env.apply(&mut cmd);
     let out = procs::run_tool(cmd).await?;
+    Ok(ceiling_result(&out, "argon2")?.0)
+}
+
+/// What `tessera ceiling <what>` printed: the JSON line it printed last, and the rest of what it
+/// wrote (its log lines go to stdout, errors to stderr).
+fn ceiling_result<T: serde::de::DeserializeOwned>(
+    out: &std::process::Output,
+    what: &str,
+) -> Result<(T, String)> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
@@ -752,6 +751,10 @@ struct RefreshCeiling {
     /// which `per_sec` already divides by).
     #[serde(skip)]
     planned: Duration,
+    /// Where the cores' time went while the ceiling ran, from its start to its result (its
+    /// process in the server's place, sign-ins included); not printed by the ceiling.
+    #[serde(skip)]
+    split: Option<CpuSplit>,
     refreshes: u64,
     failures: u64,
     per_sec: f64,
@@ -776,8 +779,15 @@ async fn refresh_ceiling(
     if let Some(rate) = rate {
         cmd.args(["--rate", &rate.to_string()]);
     }
+    cmd.arg("--hold");
+    ctx.env.apply(&mut cmd);
     cmd.env("TESSERA_CEILING_PASSWORD", PASSWORD);
-    let (mut measured, log): (RefreshCeiling, _) = run_ceiling(ctx, "refresh", cmd).await?;
+    let (out, usage) = procs::run_held_tool(cmd, &ctx.db_name, |line| {
+        line.trim_start().starts_with('{') && line.contains("\"refreshes\"")
+    })
+    .await?;
+    let (mut measured, log): (RefreshCeiling, _) = ceiling_result(&out, "refresh")?;
+    measured.split = usage.split;
     if measured.refreshes == 0 {
         bail!(
             "`tessera ceiling refresh`: no refresh succeeded, {} failed (its log: {})",
@@ -832,6 +842,24 @@ impl RefreshCeiling {
         let planned = self.planned.as_secs_f64();
         self.behind_ms <= planned * 10.0 && self.refreshes as f64 >= 0.99 * (rate * planned).round()
     }
+}
+
+/// The open loop's CPU with HTTP against the ceiling's on the same schedule: where the cores'
+/// time went while the ceiling ran, and the PostgreSQL backends' CPU per refresh in each.
+fn ceiling_cpu_note(http: &Measurement, alone: &RefreshCeiling, cores: usize) -> Option<String> {
+    let (with, without) = (http.usage.split?, alone.split?);
+    let hz = procs::clock_ticks_per_sec() as f64;
+    let per_refresh_ms = |ticks: u64, n: u64| ticks as f64 / hz * 1000.0 / n.max(1) as f64;
+    Some(format!(
+        "Where the {cores} cores' time went while the ceiling without HTTP ran its open loop \
+         (from its start to its result, its sign-ins included; the ceiling's process stands in \
+         the server's place, its hashing threads only for the sign-ins; the server idles): {}. \
+         PostgreSQL backends of the benchmark database per refresh: {:.3} ms with HTTP, {:.3} \
+         ms without.",
+        without.describe(),
+        per_refresh_ms(with.pg_bench, http.ok()),
+        per_refresh_ms(without.pg_bench, alone.refreshes),
+    ))
 }
 
 /// Fails the scenario when the answers show the harness (not the server's speed) is broken.
@@ -1456,6 +1484,9 @@ async fn refresh_runs(
             ctx.cores,
             split.describe()
         ));
+    }
+    if let Some(note) = ceiling_cpu_note(&paced, &alone_paced, ctx.cores) {
+        sec.notes.push(note);
     }
 
     sec.ceiling = Some(format!(

@@ -84,6 +84,76 @@ pub async fn run_tool(mut cmd: Command) -> Result<Output> {
     .await?
 }
 
+/// Like [`run_tool`], for a tool that prints its result as a line `is_result` recognizes and then
+/// waits for its stdin to close (`tessera ceiling refresh --hold`). The tool's CPU (in the
+/// server's place of the split) and that of the PostgreSQL backends serving `pg_db` are sampled
+/// from its start until that line, while its database connections are still open: a backend
+/// that has exited can no longer be read.
+pub async fn run_held_tool(
+    mut cmd: Command,
+    pg_db: &str,
+    is_result: fn(&str) -> bool,
+) -> Result<(Output, Usage)> {
+    let shown = shown(&cmd);
+    let pg_db = pg_db.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<(Output, Usage)> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {shown}"))?;
+        let pid = child.id();
+        if let Ok(mut set) = running_tools().lock() {
+            set.insert(pid);
+        }
+        let mut sampler = Some(Sampler::start(pid, Some(&pg_db)));
+        let stderr = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut err, &mut buf);
+                buf
+            })
+        });
+        let (mut stdin, mut stdout, mut usage) = (child.stdin.take(), String::new(), None);
+        if let Some(out) = child.stdout.take() {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+                let Ok(line) = line else { break };
+                stdout.push_str(&line);
+                stdout.push('\n');
+                if usage.is_none() && is_result(&line) {
+                    usage = sampler.take().map(Sampler::finish);
+                    // Closing its stdin lets the tool exit.
+                    stdin.take();
+                }
+            }
+        }
+        drop(stdin);
+        let status = child.wait();
+        if let Ok(mut set) = running_tools().lock() {
+            set.remove(&pid);
+        }
+        let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+        let status = status.with_context(|| format!("waiting for {shown}"))?;
+        if !status.success() {
+            bail!(
+                "{shown} exited with {status}: {}",
+                String::from_utf8_lossy(&stderr).trim()
+            );
+        }
+        let usage = usage.or_else(|| sampler.take().map(Sampler::finish));
+        Ok((
+            Output {
+                status,
+                stdout: stdout.into_bytes(),
+                stderr,
+            },
+            usage.unwrap_or_default(),
+        ))
+    })
+    .await?
+}
+
 /// A long-running child (server, plain handler) that is stopped when dropped.
 pub struct ChildGuard {
     name: String,
