@@ -53,24 +53,35 @@ fn shown(cmd: &Command) -> String {
     line
 }
 
+/// Starts a bounded tool with its output piped, registered so that an interrupt ends it too.
+fn spawn_tool(cmd: &mut Command, stdin: Stdio, shown: &str) -> Result<Child> {
+    let child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {shown}"))?;
+    if let Ok(mut set) = running_tools().lock() {
+        set.insert(child.id());
+    }
+    Ok(child)
+}
+
+/// A tool [`spawn_tool`] started has been waited for.
+fn forget_tool(pid: u32) {
+    if let Ok(mut set) = running_tools().lock() {
+        set.remove(&pid);
+    }
+}
+
 /// Runs a bounded tool to completion off the async executor and returns its output.
 pub async fn run_tool(mut cmd: Command) -> Result<Output> {
     let shown = shown(&cmd);
     tokio::task::spawn_blocking(move || -> Result<Output> {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {shown}"))?;
+        let child = spawn_tool(&mut cmd, Stdio::null(), &shown)?;
         let pid = child.id();
-        if let Ok(mut set) = running_tools().lock() {
-            set.insert(pid);
-        }
         let out = child.wait_with_output();
-        if let Ok(mut set) = running_tools().lock() {
-            set.remove(&pid);
-        }
+        forget_tool(pid);
         let out = out.with_context(|| format!("waiting for {shown}"))?;
         if !out.status.success() {
             bail!(
@@ -97,16 +108,8 @@ pub async fn run_held_tool(
     let shown = shown(&cmd);
     let pg_db = pg_db.to_owned();
     tokio::task::spawn_blocking(move || -> Result<(Output, Usage)> {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {shown}"))?;
+        let mut child = spawn_tool(&mut cmd, Stdio::piped(), &shown)?;
         let pid = child.id();
-        if let Ok(mut set) = running_tools().lock() {
-            set.insert(pid);
-        }
         let mut sampler = Some(Sampler::start(pid, Some(&pg_db)));
         let stderr = child.stderr.take().map(|mut err| {
             std::thread::spawn(move || {
@@ -130,9 +133,7 @@ pub async fn run_held_tool(
         }
         drop(stdin);
         let status = child.wait();
-        if let Ok(mut set) = running_tools().lock() {
-            set.remove(&pid);
-        }
+        forget_tool(pid);
         let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
         let status = status.with_context(|| format!("waiting for {shown}"))?;
         if !status.success() {
