@@ -224,7 +224,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     })
                     .await??;
                 }
-                drop(ctx);
             }
             CeilingAction::PlainHttp { port, workers } => {
                 let workers = workers

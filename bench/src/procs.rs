@@ -450,18 +450,17 @@ pub(crate) fn clock_ticks_per_sec() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn commands_are_shown_without_their_environment() {
-        let mut cmd = std::process::Command::new("tessera");
+        let mut cmd = Command::new("tessera");
         cmd.args(["ceiling", "refresh"])
             .env("TESSERA_CEILING_PASSWORD", "hunter2")
             .env("DATABASE_URL", "postgres://u:secret@h/db");
-        let line = super::shown(&cmd);
-        assert_eq!(line, "tessera ceiling refresh");
+        assert_eq!(shown(&cmd), "tessera ceiling refresh");
         assert!(format!("{cmd:?}").contains("hunter2"), "why shown() exists");
     }
-
-    use super::*;
 
     #[test]
     fn reads_own_cpu_and_rss() {

@@ -129,6 +129,15 @@ impl Schedule {
         })
     }
 
+    /// The same schedule, starting at `start` instead.
+    fn begin_at(self, start: Instant) -> Self {
+        Self {
+            deadline: start + (self.deadline - self.start),
+            start,
+            ..self
+        }
+    }
+
     /// The next refresh for a chain free at `now`; `None` once the run is over.
     fn take(&self, now: Instant) -> Option<Slot> {
         let Some(open) = self.open else {
@@ -168,8 +177,8 @@ pub async fn refresh(
     password: &SecretString,
     plan: RefreshPlan,
 ) -> Result<RefreshCeiling, CeilingError> {
-    // Checked before anyone signs in.
-    Schedule::new(&plan, Instant::now())?;
+    // Checked before anyone signs in; started once they have.
+    let schedule = Schedule::new(&plan, Instant::now())?;
     let meta = Arc::new(RequestMeta {
         ip: Some("127.0.0.1".into()),
         user_agent: Some("tessera-ceiling".into()),
@@ -184,7 +193,7 @@ pub async fn refresh(
     }
 
     let start = Instant::now() + Duration::from_millis(20);
-    let schedule = Arc::new(Schedule::new(&plan, start)?);
+    let schedule = Arc::new(schedule.begin_at(start));
     let mut tasks = Vec::with_capacity(chains.len());
     for mut token in chains {
         let (ctx, meta, schedule) = (ctx.clone(), meta.clone(), schedule.clone());
@@ -352,5 +361,20 @@ mod tests {
         };
         assert!(Schedule::new(&no_sessions, start).is_err());
         assert!(Schedule::new(&plan(None, 0), start).is_err());
+    }
+
+    #[test]
+    fn a_schedule_begun_later_keeps_its_length() {
+        let early = Instant::now();
+        let later = early + Duration::from_secs(5);
+        let s = Schedule::new(&plan(None, 1000), early)
+            .expect("plan")
+            .begin_at(later);
+        assert!(s.take(later + Duration::from_millis(999)).is_some());
+        assert!(s.take(later + Duration::from_millis(1000)).is_none());
+        let s = Schedule::new(&plan(Some(10.0), 1000), early)
+            .expect("plan")
+            .begin_at(later);
+        assert_eq!(s.take(later).and_then(|slot| slot.due), Some(later));
     }
 }
