@@ -29,6 +29,11 @@ pub struct Measurement {
     pub usage: Usage,
 }
 
+/// Requests an open loop at `rate` for `duration` offers.
+pub fn offered(rate: f64, duration: std::time::Duration) -> u64 {
+    (rate * duration.as_secs_f64()).round() as u64
+}
+
 impl Measurement {
     pub fn count(&self, pred: impl Fn(u16) -> bool) -> u64 {
         self.statuses
@@ -51,7 +56,32 @@ impl Measurement {
         let on_time = self
             .schedule_behind_ms
             .is_some_and(|late| late <= duration.as_secs_f64() * 10.0);
-        on_time && self.ok() as f64 >= 0.99 * (rate * duration.as_secs_f64()).round()
+        on_time && self.answered(rate, duration)
+    }
+
+    /// Whether 99% of the requests an open loop at `rate` for `duration` offers got a 2xx. Enough
+    /// for oha's `-q` runs on its own: oha's pacer stops at the deadline instead of finishing a
+    /// schedule it fell behind on, so a backlog shows as requests never sent.
+    pub fn answered(&self, rate: f64, duration: std::time::Duration) -> bool {
+        self.ok() as f64 >= 0.99 * offered(rate, duration) as f64
+    }
+
+    /// Why an open-loop run's latency goal is not judged met whatever its p99: `None` when
+    /// it [`answered`](Self::answered) (and, for the in-crate generator, went out on time).
+    pub fn shortfall(&self, rate: f64, duration: std::time::Duration) -> Option<String> {
+        let late = self
+            .schedule_behind_ms
+            .filter(|late| *late > duration.as_secs_f64() * 10.0)
+            .map(|late| format!(", the last request sent {late:.0} ms late"));
+        if self.answered(rate, duration) && late.is_none() {
+            return None;
+        }
+        Some(format!(
+            "fell behind: {} of {} offered answered 2xx{}",
+            self.ok(),
+            offered(rate, duration),
+            late.unwrap_or_default()
+        ))
     }
 
     pub fn responses(&self) -> u64 {
@@ -184,6 +214,39 @@ mod tests {
         assert_eq!(gap.len(), 3);
         assert_eq!((gap[1].p99_ms, gap[1].slow), (0.0, 0));
         assert!(windows(&[], 1).is_empty());
+    }
+
+    #[test]
+    fn open_loop_answered_and_on_time() {
+        let d = std::time::Duration::from_secs(10);
+        let mut m = Measurement::default();
+        m.statuses.insert(200, 990);
+        m.statuses.insert(503, 10);
+        // 100/s for 10 s offers 1,000: 990 answered 2xx is 99%.
+        assert!(m.answered(100.0, d));
+        assert_eq!(m.shortfall(100.0, d), None);
+        m.statuses.insert(200, 989);
+        assert!(!m.answered(100.0, d));
+        assert_eq!(
+            m.shortfall(100.0, d).as_deref(),
+            Some("fell behind: 989 of 1000 offered answered 2xx")
+        );
+        // The in-crate generator must also have sent its last request within 1% of the run.
+        m.statuses.insert(200, 1000);
+        assert!(
+            !m.kept_up(100.0, d),
+            "no schedule record: not judged on time"
+        );
+        m.schedule_behind_ms = Some(100.0);
+        assert!(m.kept_up(100.0, d));
+        m.schedule_behind_ms = Some(101.0);
+        assert!(!m.kept_up(100.0, d));
+        assert_eq!(
+            m.shortfall(100.0, d).as_deref(),
+            Some(
+                "fell behind: 1000 of 1000 offered answered 2xx, the last request sent 101 ms late"
+            )
+        );
     }
 
     #[test]

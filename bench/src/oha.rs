@@ -19,7 +19,8 @@ pub struct Load {
     pub headers: Vec<String>,
     pub connections: usize,
     pub duration: Duration,
-    /// Total requests per second (`-q`), with latency measured from the scheduled send time.
+    /// Total requests per second (`-q`), with `--latency-correction`: latency counted from when
+    /// oha's pacer released the request, so time spent waiting for a free connection counts.
     pub rate: Option<f64>,
 }
 
@@ -52,6 +53,37 @@ impl Load {
     pub fn rate(mut self, qps: f64) -> Self {
         self.rate = Some(qps);
         self
+    }
+
+    /// oha's arguments for this load: JSON out, the success/failure latency breakdown, and
+    /// requests in flight at the deadline waited for instead of counted as errors.
+    fn args(&self) -> Vec<String> {
+        let fixed = ["--no-tui", "--output-format", "json", "--no-color", "-w"];
+        let mut args: Vec<String> = fixed.map(str::to_owned).into();
+        args.push("--stats-success-breakdown".into());
+        args.extend(["-c".into(), self.connections.to_string()]);
+        args.extend(["-z".into(), format!("{}ms", self.duration.as_millis())]);
+        args.extend(["-m".into(), self.method.into()]);
+        if let Some(q) = self.rate {
+            args.extend([
+                "-q".into(),
+                format!("{q:.2}"),
+                "--latency-correction".into(),
+            ]);
+        }
+        if let Some(body) = &self.body {
+            args.extend([
+                "-T".into(),
+                "application/json".into(),
+                "-d".into(),
+                body.clone(),
+            ]);
+        }
+        for h in &self.headers {
+            args.extend(["-H".into(), h.clone()]);
+        }
+        args.push(self.url.clone());
+        args
     }
 
     /// How the load is described in the report (secrets such as the bearer token left out).
@@ -88,23 +120,7 @@ impl Oha {
 
     pub async fn run(&self, load: &Load) -> Result<Measurement> {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--no-tui", "--output-format", "json", "--no-color"])
-            // Wait for requests in flight at the deadline instead of counting them as errors.
-            .arg("-w")
-            .arg("--stats-success-breakdown")
-            .args(["-c", &load.connections.to_string()])
-            .args(["-z", &format!("{}ms", load.duration.as_millis())])
-            .args(["-m", load.method]);
-        if let Some(q) = load.rate {
-            cmd.args(["-q", &format!("{q:.2}"), "--latency-correction"]);
-        }
-        if let Some(body) = &load.body {
-            cmd.args(["-T", "application/json", "-d", body]);
-        }
-        for h in &load.headers {
-            cmd.args(["-H", h]);
-        }
-        cmd.arg(&load.url);
+        cmd.args(load.args());
         let out = run_tool(cmd).await.context("running oha")?;
         let json: Value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
@@ -160,6 +176,34 @@ fn parse(json: &Value) -> Result<Measurement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paced_load_args_and_description() {
+        let load = Load::get(
+            "http://127.0.0.1:1/v1/me".into(),
+            64,
+            Duration::from_secs(15),
+        )
+        .header("Authorization: Bearer secret".into())
+        .rate(20_000.0);
+        let args = load.args();
+        let at = |flag: &str| args.iter().position(|a| a == flag).unwrap();
+        assert_eq!(args[at("-c") + 1], "64");
+        assert_eq!(args[at("-z") + 1], "15000ms");
+        assert_eq!(args[at("-q") + 1], "20000.00");
+        assert_eq!(args[at("-q") + 2], "--latency-correction");
+        assert_eq!(args[at("-H") + 1], "Authorization: Bearer secret");
+        assert!(args.contains(&"-w".to_owned()));
+        assert_eq!(args.last().unwrap(), "http://127.0.0.1:1/v1/me");
+        // The report names the load, never its headers.
+        assert_eq!(
+            load.describe(),
+            "oha -c 64 -z 15s -q 20000 --latency-correction"
+        );
+        let closed = Load::post_json("u".into(), "{}".into(), 8, Duration::from_secs(5));
+        assert!(!closed.args().contains(&"-q".to_owned()));
+        assert_eq!(closed.describe(), "oha -c 8 -z 5s");
+    }
 
     #[test]
     fn parses_oha_json() {
