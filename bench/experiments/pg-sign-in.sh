@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# What PostgreSQL spends per sign-in, without the server: the two statements a sign-in sends on
+# PostgreSQL (the lookup by email, then the sign-in CTE of `service::auth::SIGN_IN_POSTGRES_SQL`:
+# conditional user update + session + refresh token + audit event), replayed with pgbench at a
+# sign-in rate like the login benchmark's, the CPU of pgbench's backends read from /proc.
+#
+#   bench/experiments/pg-sign-in.sh [RATE] [SECONDS]      (defaults: 280 sign-ins/s, 18 s measured)
+#
+# Four cases, each on a freshly migrated database: one client alone; one client beside
+# `tessera ceiling argon2 --threads <cores>` (the hashing arenas evicting the backends' caches, as
+# in the server); 16 clients (the pool's size) taking turns on 16 users; 16 clients on one user
+# (overlapping sign-ins of one user wait on its row). An experiment record, not part of CI: the
+# statements below mirror the code as of the commit that added this script; keep them in step if
+# the sign-in's SQL changes. Needs the release build (`bench/run.sh` or `cargo build --release -p
+# api`), psql and pgbench, PostgreSQL on TESSERA_BENCH_PG_URL (default 127.0.0.1:5432, user postgres).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+RATE="${1:-280}"
+SECS="${2:-18}"
+PG="${TESSERA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+TESSERA="${TESSERA_BIN:-${CARGO_TARGET_DIR:-/var/tmp/tessera-target}/release/tessera}"
+DB="tessera_pg_sign_in_$$"
+DB_URL="${PG%/*}/$DB"
+WORK="$(mktemp -d)"
+HZ="$(getconf CLK_TCK)"
+CORES="$(nproc)"
+trap 'psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+
+[ -x "$TESSERA" ] || { echo "no release build at $TESSERA (cargo build --release -p api)" >&2; exit 1; }
+command -v pgbench >/dev/null || { echo "pgbench is required" >&2; exit 1; }
+
+HASH='$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0123456789abcdef0123456789abcdef0123456789A'
+uid() { echo "('00000000-0000-7000-8000-' || lpad(($1)::text, 12, '0'))::uuid"; }
+
+# $1: the user expression (1, or :client_id + 1)
+script() {
+    cat <<EOF
+\set u $1
+SELECT id, email, password_hash, display_name, status, email_verified_at, mfa_enabled, failed_login_count, locked_until, last_login_at, metadata, version, created_at, updated_at, deleted_at FROM users WHERE email = 'u' || :u || '@example.com' AND deleted_at IS NULL LIMIT 1;
+WITH verified AS (
+    UPDATE users SET last_login_at = now(), failed_login_count = 0
+    WHERE id = $(uid :u) AND password_hash = '$HASH' AND status = 'active' AND deleted_at IS NULL
+    RETURNING id
+), opened AS (
+    INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent, mfa_level)
+    SELECT gen_random_uuid(), verified.id, now(), now(), now() + interval '30 days', '127.0.0.1', 'oha/1.16', 0 FROM verified
+    RETURNING id
+), token AS (
+    INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+    SELECT gen_random_uuid(), opened.id, md5(random()::text) || md5(random()::text), now(), now() + interval '30 days' FROM opened
+    RETURNING id, session_id
+), event AS (
+    INSERT INTO audit_events (id, organization_id, actor_user_id, actor_session_id, action, target_type, target_id, details, ip, user_agent, request_id, created_at)
+    SELECT gen_random_uuid(), NULL, $(uid :u), token.session_id, 'auth.login_succeeded', 'session', token.session_id::text, '{}', '127.0.0.1', 'oha/1.16', md5(random()::text), now() FROM token
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM event) AS opened;
+EOF
+}
+
+fresh_db() {
+    psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
+    DATABASE_URL="$DB_URL" "$TESSERA" migrate up >/dev/null 2>&1
+    psql "$DB_URL" -qXc "INSERT INTO users (id, email, password_hash, display_name, metadata, created_at, updated_at)
+        SELECT $(uid n), 'u' || n || '@example.com', '$HASH', 'U', '{}', now(), now() FROM generate_series(1, 16) n"
+}
+
+# $1 label, $2 clients, $3 user expression, $4 "argon2" to hash beside it
+measure() {
+    fresh_db
+    script "$3" >"$WORK/sign-in.sql"
+    local ceiling=""
+    if [ "${4:-}" = argon2 ]; then
+        "$TESSERA" ceiling argon2 --threads "$CORES" --seconds $((SECS + 4)) >/dev/null &
+        ceiling=$!
+    fi
+    pgbench "$DB_URL" -n -M prepared -f "$WORK/sign-in.sql" -c "$2" -R "$RATE" -T $((SECS + 4)) \
+        >"$WORK/pgbench.out" 2>&1 &
+    local bench=$!
+    sleep 2
+    local pids
+    pids=$(psql "$PG" -qAtXc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND application_name = 'pgbench'")
+    ticks() { local t=0 p; for p in $pids; do set -- $(cut -d' ' -f14,15 "/proc/$p/stat"); t=$((t + $1 + $2)); done; echo "$t"; }
+    commits() { psql "$PG" -qAtXc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
+    local t0 c0 t1 c1
+    t0=$(ticks); c0=$(commits)
+    sleep "$SECS"
+    t1=$(ticks); c1=$(commits)
+    wait "$bench"
+    [ -n "$ceiling" ] && wait "$ceiling"
+    # Two statements (two commits) per sign-in.
+    awk -v l="$1" -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v hz="$HZ" 'BEGIN {
+        printf "%-44s %6.0f sign-ins/s  %.3f ms of backend CPU per sign-in\n", l, c / 2 / '"$SECS"', t * 1000 / hz / (c / 2) }'
+}
+
+echo "pgbench -M prepared -R $RATE, ${SECS} s measured; $(nproc) cores, $(psql "$PG" -qAtXc 'SHOW server_version')"
+measure "1 client, alone" 1 1
+measure "1 client, beside the Argon2id ceiling" 1 1 argon2
+measure "16 clients on 16 users, beside the ceiling" 16 ':client_id + 1' argon2
+measure "16 clients on one user, beside the ceiling" 16 1 argon2
