@@ -901,6 +901,16 @@ fn ratio(num: f64, den: f64) -> String {
     }
 }
 
+/// An open loop's result for its p99 goal: the p99, the 2xx rate, and how it fell behind if it did.
+fn paced_result(m: &Measurement, rate: f64, duration: Duration) -> String {
+    format!(
+        "p99 {} with {} req/s answered 2xx{}",
+        report::ms(m.p99_ms),
+        report::rate(m.ok_rps()),
+        behind(m, rate, duration)
+    )
+}
+
 /// What a latency goal's result adds when its open loop fell behind (empty when it did not).
 fn behind(m: &Measurement, rate: f64, duration: Duration) -> String {
     m.shortfall(rate, duration)
@@ -1017,12 +1027,7 @@ fn me_goals(
             "p99 ≤ 5 ms at {} req/s offered ({variant})",
             report::rate(rate)
         ),
-        format!(
-            "p99 {} with {} req/s answered 2xx{}",
-            report::ms(paced.p99_ms),
-            report::rate(paced.ok_rps()),
-            behind(paced, rate, duration)
-        ),
+        paced_result(paced, rate, duration),
         paced
             .p99_ms
             .map(|p| p <= 5.0 && paced.answered(rate, duration)),
@@ -1132,12 +1137,7 @@ async fn me_many_users(ctx: &Ctx, sec: &mut Section) -> Result<()> {
             "p99 ≤ 5 ms at {} req/s offered ({n} users, tokens round-robin)",
             report::rate(rate)
         ),
-        format!(
-            "p99 {} with {} req/s answered 2xx{}",
-            report::ms(paced.p99_ms),
-            report::rate(paced.ok_rps()),
-            behind(&paced, rate, ctx.plan.http)
-        ),
+        paced_result(&paced, rate, ctx.plan.http),
         paced.p99_ms.map(|p| p <= 5.0 && kept_up),
     );
 
@@ -1590,12 +1590,7 @@ async fn refresh_runs(
     );
     sec.goal(
         &format!("p99 ≤ 15 ms at {} req/s offered", report::rate(rate)),
-        format!(
-            "p99 {} with {} req/s answered 2xx{}",
-            report::ms(paced.p99_ms),
-            report::rate(paced.ok_rps()),
-            behind(&paced, rate, paced_for)
-        ),
+        paced_result(&paced, rate, paced_for),
         paced
             .p99_ms
             .map(|p| p <= 15.0 && paced.kept_up(rate, paced_for)),
