@@ -21,11 +21,19 @@ SECS="${2:-18}"
 PG="${TESSERA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 TESSERA="${TESSERA_BIN:-${CARGO_TARGET_DIR:-/var/tmp/tessera-target}/release/tessera}"
 DB="tessera_pg_sign_in_$$"
-DB_URL="${PG%/*}/$DB"
+PG_BASE="${PG%%\?*}"              # the URL without its query string (?sslmode=…), kept apart
+DB_URL="${PG_BASE%/*}/$DB${PG#"$PG_BASE"}"
 WORK="$(mktemp -d)"
 HZ="$(getconf CLK_TCK)"
 CORES="$(nproc)"
-trap 'psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+BACKGROUND=()
+cleanup() {
+    [ ${#BACKGROUND[@]} -eq 0 ] || kill "${BACKGROUND[@]}" 2>/dev/null || true
+    psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 [ -x "$TESSERA" ] || { echo "no release build at $TESSERA (cargo build --release -p api)" >&2; exit 1; }
 command -v pgbench >/dev/null || { echo "pgbench is required" >&2; exit 1; }
@@ -44,15 +52,15 @@ WITH verified AS (
     RETURNING id
 ), opened AS (
     INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent, mfa_level)
-    SELECT gen_random_uuid(), verified.id, now(), now(), now() + interval '30 days', '127.0.0.1', 'oha/1.16', 0 FROM verified
+    SELECT uuid7(), verified.id, now(), now(), now() + interval '30 days', '127.0.0.1', 'oha/1.16', 0 FROM verified
     RETURNING id
 ), token AS (
     INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-    SELECT gen_random_uuid(), opened.id, md5(random()::text) || md5(random()::text), now(), now() + interval '30 days' FROM opened
+    SELECT uuid7(), opened.id, md5(random()::text) || md5(random()::text), now(), now() + interval '30 days' FROM opened
     RETURNING id, session_id
 ), event AS (
     INSERT INTO audit_events (id, organization_id, actor_user_id, actor_session_id, action, target_type, target_id, details, ip, user_agent, request_id, created_at)
-    SELECT gen_random_uuid(), NULL, $(uid :u), token.session_id, 'auth.login_succeeded', 'session', token.session_id::text, '{}', '127.0.0.1', 'oha/1.16', md5(random()::text), now() FROM token
+    SELECT uuid7(), NULL, $(uid :u), token.session_id, 'auth.login_succeeded', 'session', token.session_id::text, '{}', '127.0.0.1', 'oha/1.16', md5(random()::text), now() FROM token
     RETURNING id
 )
 SELECT (SELECT count(*) FROM event) AS opened;
@@ -60,8 +68,15 @@ EOF
 }
 
 fresh_db() {
-    psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
-    DATABASE_URL="$DB_URL" "$TESSERA" migrate up >/dev/null 2>&1
+    psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" \
+        >/dev/null 2>&1
+    DATABASE_URL="$DB_URL" "$TESSERA" migrate up >"$WORK/migrate.log" 2>&1 ||
+        { cat "$WORK/migrate.log" >&2; exit 1; }
+    # Time-ordered ids like the server's Uuid::now_v7() (index pages fill the same way).
+    psql "$DB_URL" -qXc "CREATE FUNCTION uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS \$\$
+        SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
+            substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+            FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid \$\$"
     psql "$DB_URL" -qXc "INSERT INTO users (id, email, password_hash, display_name, metadata, created_at, updated_at)
         SELECT $(uid n), 'u' || n || '@example.com', '$HASH', 'U', '{}', now(), now() FROM generate_series(1, 16) n"
 }
@@ -74,21 +89,29 @@ measure() {
     if [ "${4:-}" = argon2 ]; then
         "$TESSERA" ceiling argon2 --threads "$CORES" --seconds $((SECS + 4)) >/dev/null &
         ceiling=$!
+        BACKGROUND+=("$ceiling")
     fi
     pgbench "$DB_URL" -n -M prepared -f "$WORK/sign-in.sql" -c "$2" -R "$RATE" -T $((SECS + 4)) \
         >"$WORK/pgbench.out" 2>&1 &
     local bench=$!
-    sleep 2
+    BACKGROUND+=("$bench")
+    sleep 2 & wait $!     # (waiting in `wait`, a Ctrl-C is handled at once)
     local pids
     pids=$(psql "$PG" -qAtXc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND application_name = 'pgbench'")
+    if [ "$(echo "$pids" | grep -c .)" -ne "$2" ]; then
+        echo "expected $2 pgbench backends, found: $pids" >&2
+        cat "$WORK/pgbench.out" >&2
+        exit 1
+    fi
     ticks() { local t=0 p; for p in $pids; do set -- $(cut -d' ' -f14,15 "/proc/$p/stat"); t=$((t + $1 + $2)); done; echo "$t"; }
     commits() { psql "$PG" -qAtXc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
     local t0 c0 t1 c1
     t0=$(ticks); c0=$(commits)
-    sleep "$SECS"
+    sleep "$SECS" & wait $!
     t1=$(ticks); c1=$(commits)
-    wait "$bench"
-    [ -n "$ceiling" ] && wait "$ceiling"
+    wait "$bench" || { cat "$WORK/pgbench.out" >&2; exit 1; }
+    if [ -n "$ceiling" ]; then wait "$ceiling"; fi
+    BACKGROUND=()
     # Two statements (two commits) per sign-in.
     awk -v l="$1" -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v hz="$HZ" 'BEGIN {
         printf "%-44s %6.0f sign-ins/s  %.3f ms of backend CPU per sign-in\n", l, c / 2 / '"$SECS"', t * 1000 / hz / (c / 2) }'

@@ -47,41 +47,37 @@ impl Measurement {
         self.count(|s| (200..300).contains(&s))
     }
 
-    /// Whether an open-loop run at `rate` for `duration` was offered on time and answered: its last
-    /// scheduled request went out at most 1% of the duration late (a generator starved of CPU, or
-    /// workers all waiting on a server that fell behind, would send it later), and 99% of the
-    /// requests it offered got a 2xx (counted, not divided by an elapsed time that includes the
-    /// last answers' tail).
+    /// Whether an open-loop run at `rate` for `duration` was offered on time and answered: 99% of
+    /// the requests it offered got a 2xx (counted, not divided by an elapsed time that includes
+    /// the last answers' tail), and, when the run records its schedule (the in-crate generator),
+    /// its last scheduled request went out at most 1% of the duration late (a generator starved
+    /// of CPU, or workers all waiting on a server that fell behind, would send it later). oha's
+    /// `-q` runs record no schedule and need none: oha's pacer stops at the deadline instead of
+    /// finishing a schedule it fell behind on, so a backlog shows as requests never sent.
     pub fn kept_up(&self, rate: f64, duration: std::time::Duration) -> bool {
-        let on_time = self
-            .schedule_behind_ms
-            .is_some_and(|late| late <= duration.as_secs_f64() * 10.0);
-        on_time && self.answered(rate, duration)
+        self.shortfall(rate, duration).is_none()
     }
 
-    /// Whether 99% of the requests an open loop at `rate` for `duration` offers got a 2xx. Enough
-    /// for oha's `-q` runs on its own: oha's pacer stops at the deadline instead of finishing a
-    /// schedule it fell behind on, so a backlog shows as requests never sent.
-    pub fn answered(&self, rate: f64, duration: std::time::Duration) -> bool {
-        self.ok() as f64 >= 0.99 * offered(rate, duration) as f64
-    }
-
-    /// Why an open-loop run's latency goal is not judged met whatever its p99: `None` when
-    /// it [`answered`](Self::answered) (and, for the in-crate generator, went out on time).
+    /// Why an open-loop run did not [keep up](Self::kept_up), for its goal's result; `None` when
+    /// it did.
     pub fn shortfall(&self, rate: f64, duration: std::time::Duration) -> Option<String> {
+        let offered = offered(rate, duration);
+        let answered = self.ok() as f64 >= 0.99 * offered as f64;
         let late = self
             .schedule_behind_ms
-            .filter(|late| *late > duration.as_secs_f64() * 10.0)
-            .map(|late| format!(", the last request sent {late:.0} ms late"));
-        if self.answered(rate, duration) && late.is_none() {
+            .filter(|late| *late > duration.as_secs_f64() * 10.0);
+        if answered && late.is_none() {
             return None;
         }
-        Some(format!(
-            "fell behind: {} of {} offered answered 2xx{}",
+        let mut why = format!(
+            "short of the offered rate: {} of {offered} offered answered 2xx ({})",
             self.ok(),
-            offered(rate, duration),
-            late.unwrap_or_default()
-        ))
+            self.mix()
+        );
+        if let Some(late) = late {
+            why.push_str(&format!(", the last request sent {late:.0} ms late"));
+        }
+        Some(why)
     }
 
     pub fn responses(&self) -> u64 {
@@ -217,26 +213,22 @@ mod tests {
     }
 
     #[test]
-    fn open_loop_answered_and_on_time() {
+    fn open_loop_kept_up() {
         let d = std::time::Duration::from_secs(10);
         let mut m = Measurement::default();
         m.statuses.insert(200, 990);
         m.statuses.insert(503, 10);
-        // 100/s for 10 s offers 1,000: 990 answered 2xx is 99%.
-        assert!(m.answered(100.0, d));
+        // 100/s for 10 s offers 1,000: 990 answered 2xx is 99%; oha records no schedule.
+        assert!(m.kept_up(100.0, d));
         assert_eq!(m.shortfall(100.0, d), None);
         m.statuses.insert(200, 989);
-        assert!(!m.answered(100.0, d));
+        assert!(!m.kept_up(100.0, d));
         assert_eq!(
             m.shortfall(100.0, d).as_deref(),
-            Some("fell behind: 989 of 1000 offered answered 2xx")
+            Some("short of the offered rate: 989 of 1000 offered answered 2xx (200×989, 503×10)")
         );
         // The in-crate generator must also have sent its last request within 1% of the run.
-        m.statuses.insert(200, 1000);
-        assert!(
-            !m.kept_up(100.0, d),
-            "no schedule record: not judged on time"
-        );
+        m.statuses = BTreeMap::from([(200, 1000)]);
         m.schedule_behind_ms = Some(100.0);
         assert!(m.kept_up(100.0, d));
         m.schedule_behind_ms = Some(101.0);
@@ -244,7 +236,8 @@ mod tests {
         assert_eq!(
             m.shortfall(100.0, d).as_deref(),
             Some(
-                "fell behind: 1000 of 1000 offered answered 2xx, the last request sent 101 ms late"
+                "short of the offered rate: 1000 of 1000 offered answered 2xx (200×1000), \
+                 the last request sent 101 ms late"
             )
         );
     }
