@@ -825,23 +825,31 @@ impl RefreshCeiling {
             rps: Some(self.per_sec),
             p50_ms: self.p50_ms,
             p99_ms: self.p99_ms,
-            mix: if self.failures > 0 {
-                format!(
-                    "{} rotations, {} failed (each ended its chain)",
-                    self.refreshes, self.failures
-                )
-            } else {
-                format!("{} rotations", self.refreshes)
-            },
+            mix: self.mix(),
             usage: None,
         }
     }
 
-    /// Whether the open loop was offered on time and answered, as [`Measurement::kept_up`] asks
-    /// of the HTTP run.
-    fn kept_up(&self, rate: f64) -> bool {
-        let planned = self.planned.as_secs_f64();
-        self.behind_ms <= planned * 10.0 && self.refreshes as f64 >= 0.99 * (rate * planned).round()
+    fn mix(&self) -> String {
+        if self.failures > 0 {
+            format!(
+                "{} rotations, {} failed (each ended its chain)",
+                self.refreshes, self.failures
+            )
+        } else {
+            format!("{} rotations", self.refreshes)
+        }
+    }
+
+    /// Why the open loop was not offered on time and answered, as [`Measurement::kept_up`] asks
+    /// of the HTTP run; `None` when it was.
+    fn shortfall(&self, rate: f64) -> Option<String> {
+        measure::shortfall(
+            (self.refreshes, &self.mix()),
+            Some(self.behind_ms),
+            rate,
+            self.planned,
+        )
     }
 }
 
@@ -1552,11 +1560,10 @@ async fn refresh_runs(
         report::rate(rate),
         2 * c,
         report::ms(alone_paced.p99_ms),
-        if alone_paced.kept_up(rate) {
-            ""
-        } else {
-            " (it did not keep up)"
-        }
+        alone_paced
+            .shortfall(rate)
+            .map(|why| format!(" ({why})"))
+            .unwrap_or_default()
     ));
     sec.ratio = Some(format!(
         "{} of the plain handler; {} of the rotations without HTTP",

@@ -34,6 +34,29 @@ pub fn offered(rate: f64, duration: std::time::Duration) -> u64 {
     (rate * duration.as_secs_f64()).round() as u64
 }
 
+/// Why an open loop at `rate` for `duration` did not keep up, `None` when it did: fewer than 99%
+/// of the requests it offered succeeded (`ok`, described by `mix`), or its last scheduled request
+/// went out more than 1% of the duration late (`behind_ms`, when the run records its schedule).
+pub fn shortfall(
+    (ok, mix): (u64, &str),
+    behind_ms: Option<f64>,
+    rate: f64,
+    duration: std::time::Duration,
+) -> Option<String> {
+    let offered = offered(rate, duration);
+    let answered = ok as f64 >= 0.99 * offered as f64;
+    let late = behind_ms.filter(|late| *late > duration.as_secs_f64() * 10.0);
+    if answered && late.is_none() {
+        return None;
+    }
+    let mut why =
+        format!("short of the offered rate: {ok} of {offered} offered answered 2xx ({mix})");
+    if let Some(late) = late {
+        why.push_str(&format!(", the last request sent {late:.0} ms late"));
+    }
+    Some(why)
+}
+
 impl Measurement {
     pub fn count(&self, pred: impl Fn(u16) -> bool) -> u64 {
         self.statuses
@@ -61,23 +84,12 @@ impl Measurement {
     /// Why an open-loop run did not [keep up](Self::kept_up), for its goal's result; `None` when
     /// it did.
     pub fn shortfall(&self, rate: f64, duration: std::time::Duration) -> Option<String> {
-        let offered = offered(rate, duration);
-        let answered = self.ok() as f64 >= 0.99 * offered as f64;
-        let late = self
-            .schedule_behind_ms
-            .filter(|late| *late > duration.as_secs_f64() * 10.0);
-        if answered && late.is_none() {
-            return None;
-        }
-        let mut why = format!(
-            "short of the offered rate: {} of {offered} offered answered 2xx ({})",
-            self.ok(),
-            self.mix()
-        );
-        if let Some(late) = late {
-            why.push_str(&format!(", the last request sent {late:.0} ms late"));
-        }
-        Some(why)
+        shortfall(
+            (self.ok(), &self.mix()),
+            self.schedule_behind_ms,
+            rate,
+            duration,
+        )
     }
 
     pub fn responses(&self) -> u64 {

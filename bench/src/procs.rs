@@ -41,14 +41,19 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// A command for messages: the program and its arguments only. `Command`'s Debug also prints
-/// the environment it sets, which holds DATABASE_URL and, for `tessera ceiling refresh`, a
-/// password.
+/// A command for messages: the program and its arguments only, an `Authorization` header's
+/// value left out (oha carries a bearer token). `Command`'s Debug also prints the environment it
+/// sets, which holds DATABASE_URL and, for `tessera ceiling refresh`, a password.
 fn shown(cmd: &Command) -> String {
     let mut line = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
+        let arg = arg.to_string_lossy();
         line.push(' ');
-        line.push_str(&arg.to_string_lossy());
+        if arg.to_ascii_lowercase().starts_with("authorization:") {
+            line.push_str("Authorization: <redacted>");
+        } else {
+            line.push_str(&arg);
+        }
     }
     line
 }
@@ -460,6 +465,16 @@ mod tests {
             .env("DATABASE_URL", "postgres://u:secret@h/db");
         assert_eq!(shown(&cmd), "tessera ceiling refresh");
         assert!(format!("{cmd:?}").contains("hunter2"), "why shown() exists");
+        let mut oha = Command::new("oha");
+        oha.args([
+            "-H",
+            "Authorization: Bearer eyJsecret",
+            "http://127.0.0.1:1/v1/me",
+        ]);
+        assert_eq!(
+            shown(&oha),
+            "oha -H Authorization: <redacted> http://127.0.0.1:1/v1/me"
+        );
     }
 
     #[test]
