@@ -561,3 +561,64 @@ async fn a_sign_in_verified_against_a_stale_row_opens_nothing(app: TestApp) {
     assert!(opened.is_none(), "a disabled account opens nothing");
     assert_eq!(sessions().await, before);
 }
+
+/// On PostgreSQL a refresh records its session's last sign of life after the rotation has
+/// committed. If that bookkeeping fails, the refresh still answers with the pair it stored (the
+/// presented token is spent: failing here would sign the client out), and that pair works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_last_seen_update_does_not_fail_the_refresh_on_postgres() {
+    use sea_orm::ConnectionTrait;
+
+    let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
+        return;
+    };
+    let user = app.user("lena").await;
+    app.ctx
+        .db
+        .execute_unprepared(
+            "CREATE FUNCTION refuse_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION 'last_seen_at refused by the test'; END $$; \
+             CREATE TRIGGER refuse_touch BEFORE UPDATE OF last_seen_at ON sessions \
+             FOR EACH ROW EXECUTE FUNCTION refuse_touch()",
+        )
+        .await
+        .unwrap();
+    let before = app.session(user.session_id).await;
+
+    // Another user agent: the session's record is stale, and recording it fails.
+    let res = app
+        .client
+        .post(app.url("/v1/auth/refresh"))
+        .header("user-agent", "laptop/2")
+        .json(&json!({ "refresh_token": user.refresh_token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        app.session(user.session_id).await,
+        before,
+        "nothing recorded"
+    );
+
+    let me = app
+        .client
+        .get(app.url("/v1/me"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let next = app.refresh(body["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        next.status(),
+        StatusCode::OK,
+        "the stored successor rotates"
+    );
+    // The spent token stays spent.
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
