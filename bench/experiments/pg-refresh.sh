@@ -21,25 +21,11 @@ cd "$(dirname "$0")/../.."
 REV="${1:-HEAD~1}"
 PAIRS="${2:-5}"
 SECS="${3:-7}"
-PG="${TESSERA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-TESSERA="${TESSERA_BIN:-${CARGO_TARGET_DIR:-/var/tmp/tessera-target}/release/tessera}"
-DB="tessera_pg_refresh_$$"
-PG_BASE="${PG%%\?*}"              # the URL without its query string (?sslmode=…), kept apart
-DB_URL="${PG_BASE%/*}/$DB${PG#"$PG_BASE"}"
-WORK="$(mktemp -d)"
 CLIENTS=16
 PER_RUN=6000                      # tokens per client and run: more than a run can present
-BACKGROUND=()
-cleanup() {
-    [ ${#BACKGROUND[@]} -eq 0 ] || kill "${BACKGROUND[@]}" 2>/dev/null || true
-    psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ -x "$TESSERA" ] || { echo "no release build at $TESSERA (cargo build --release -p api)" >&2; exit 1; }
-command -v pgbench >/dev/null || { echo "pgbench is required" >&2; exit 1; }
+DB_PREFIX=tessera_pg_refresh
+# shellcheck source=bench/experiments/common.sh
+. bench/experiments/common.sh
 
 statement() { # the constant's SQL from a file's text on stdin
     sed -n '/pub const REFRESH_POSTGRES_SQL: &str = r#"/,/"#;/p' | sed '1s/.*r#"//; $s/"#;//'
@@ -61,9 +47,7 @@ script() { # pgbench script: the statement with its parameters as literals, one 
 script "$WORK/before.sql" >"$WORK/before.pgb"
 script "$WORK/after.sql" >"$WORK/after.pgb"
 
-psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null 2>&1
-DATABASE_URL="$DB_URL" "$TESSERA" migrate up >"$WORK/migrate.log" 2>&1 ||
-    { cat "$WORK/migrate.log" >&2; exit 1; }
+fresh_database
 sid() { echo "('00000000-0000-7000-8000-' || lpad(($1)::text, 12, '0'))::uuid"; }
 psql "$DB_URL" -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO users (id, email, password_hash, display_name, metadata, created_at, updated_at)
@@ -87,15 +71,16 @@ measure() { # label, script, first token number of this run
     BACKGROUND=("$bench")
     sleep 1.5 & wait $!
     local pids
-    pids=$(psql "$PG" -qAtXc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND application_name = 'pgbench'")
-    ticks() { local t=0 p; for p in $pids; do set -- $(cut -d' ' -f14,15 "/proc/$p/stat"); t=$((t + $1 + $2)); done; echo "$t"; }
+    pids=$(pgbench_backends "$CLIENTS")
+    # shellcheck disable=SC2086 # one PID per word
+    ticks() { cpu_ticks $pids; }
     local t0 c0 t1 c1
     t0=$(ticks); c0=$(commits)
     sleep $((SECS - 3)) & wait $!
     t1=$(ticks); c1=$(commits)
     wait "$bench" || { cat "$WORK/pgbench.out" >&2; exit 1; }
     BACKGROUND=()
-    awk -v l="$1" -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s=$((SECS - 3)) 'BEGIN {
+    awk -v l="$1" -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v hz="$HZ" -v s=$((SECS - 3)) 'BEGIN {
         printf "  %-26s %6.0f refreshes/s  %.3f ms of backend CPU per refresh\n", l, c / s, t * 1000 / hz / c }'
 }
 

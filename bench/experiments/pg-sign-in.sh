@@ -18,25 +18,10 @@ cd "$(dirname "$0")/../.."
 
 RATE="${1:-280}"
 SECS="${2:-18}"
-PG="${TESSERA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-TESSERA="${TESSERA_BIN:-${CARGO_TARGET_DIR:-/var/tmp/tessera-target}/release/tessera}"
-DB="tessera_pg_sign_in_$$"
-PG_BASE="${PG%%\?*}"              # the URL without its query string (?sslmode=…), kept apart
-DB_URL="${PG_BASE%/*}/$DB${PG#"$PG_BASE"}"
-WORK="$(mktemp -d)"
-HZ="$(getconf CLK_TCK)"
 CORES="$(nproc)"
-BACKGROUND=()
-cleanup() {
-    [ ${#BACKGROUND[@]} -eq 0 ] || kill "${BACKGROUND[@]}" 2>/dev/null || true
-    psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ -x "$TESSERA" ] || { echo "no release build at $TESSERA (cargo build --release -p api)" >&2; exit 1; }
-command -v pgbench >/dev/null || { echo "pgbench is required" >&2; exit 1; }
+DB_PREFIX=tessera_pg_sign_in
+# shellcheck source=bench/experiments/common.sh
+. bench/experiments/common.sh
 
 HASH='$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0123456789abcdef0123456789abcdef0123456789A'
 uid() { echo "('00000000-0000-7000-8000-' || lpad(($1)::text, 12, '0'))::uuid"; }
@@ -68,10 +53,7 @@ EOF
 }
 
 fresh_db() {
-    psql "$PG" -qXc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" \
-        >/dev/null 2>&1
-    DATABASE_URL="$DB_URL" "$TESSERA" migrate up >"$WORK/migrate.log" 2>&1 ||
-        { cat "$WORK/migrate.log" >&2; exit 1; }
+    fresh_database
     # Time-ordered ids like the server's Uuid::now_v7() (index pages fill the same way).
     psql "$DB_URL" -qXc "CREATE FUNCTION uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS \$\$
         SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
@@ -97,13 +79,9 @@ measure() {
     BACKGROUND+=("$bench")
     sleep 2 & wait $!     # (waiting in `wait`, a Ctrl-C is handled at once)
     local pids
-    pids=$(psql "$PG" -qAtXc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND application_name = 'pgbench'")
-    if [ "$(echo "$pids" | grep -c .)" -ne "$2" ]; then
-        echo "expected $2 pgbench backends, found: $pids" >&2
-        cat "$WORK/pgbench.out" >&2
-        exit 1
-    fi
-    ticks() { local t=0 p; for p in $pids; do set -- $(cut -d' ' -f14,15 "/proc/$p/stat"); t=$((t + $1 + $2)); done; echo "$t"; }
+    pids=$(pgbench_backends "$2")
+    # shellcheck disable=SC2086 # one PID per word
+    ticks() { cpu_ticks $pids; }
     commits() { psql "$PG" -qAtXc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
     local t0 c0 t1 c1
     t0=$(ticks); c0=$(commits)
