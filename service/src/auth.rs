@@ -330,8 +330,9 @@ impl AuthService {
     /// one round trip and one commit instead of five. The session's last sign of life is recorded
     /// by a second statement, only when the first says it is stale (at most once a minute per
     /// session unless its IP or user agent changes): as part of the one statement, the executor
-    /// set up that UPDATE on every refresh, a few percent of PostgreSQL's CPU per refresh. Row locks on the claimed token make
-    /// concurrent presentations of one token serialize exactly as in the transaction. The live
+    /// set up that UPDATE on every refresh, a few percent of PostgreSQL's CPU per refresh (see
+    /// `bench/experiments/pg-refresh.sh`). Row locks on the claimed token make concurrent
+    /// presentations of one token serialize exactly as in the transaction. The live
     /// session is read `FOR SHARE`: a revocation (an UPDATE of that row) committing meanwhile is
     /// waited for and re-checked, so no refresh succeeds after a revocation has committed; the
     /// successor's foreign-key check locks that row anyway, so this adds no row version. The
