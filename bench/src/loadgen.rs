@@ -840,7 +840,7 @@ mod tests {
     }
 
     /// A schedule knows how late its last request went out: about nothing when the worker
-    /// keeps up, the backlog when it cannot (which `Measurement::kept_up` then refuses).
+    /// keeps up, the backlog when it cannot (which `Measurement::shortfall` then reports).
     #[tokio::test]
     async fn schedule_reports_how_far_behind_it_fell() {
         let on_time = Schedule::new(1_000.0, Duration::from_millis(50)).unwrap();

@@ -304,11 +304,12 @@ impl AuthService {
             txn.commit().await?;
             return Err(refusal);
         };
+        let user_agent = clip(&meta.user_agent, MAX_USER_AGENT_CHARS);
         if session.last_seen_at < now - LAST_SEEN_GRANULARITY
             || session.ip != meta.ip
-            || session.user_agent != clip(&meta.user_agent, MAX_USER_AGENT_CHARS)
+            || session.user_agent != user_agent
         {
-            Self::touch_session(&txn, meta, session.id, now).await?;
+            Self::touch_session(&txn, meta, user_agent, session.id, now).await?;
         }
 
         let refresh = new_refresh_token();
@@ -370,7 +371,10 @@ impl AuthService {
                 if stale == Some(true) {
                     // The rotation has committed: its tokens are the client's now, whatever
                     // happens to this bookkeeping.
-                    if let Err(e) = Self::touch_session(&ctx.db, meta, session_id, now).await {
+                    let user_agent = clip(&meta.user_agent, MAX_USER_AGENT_CHARS);
+                    let touched =
+                        Self::touch_session(&ctx.db, meta, user_agent, session_id, now).await;
+                    if let Err(e) = touched {
                         tracing::warn!(error = %e, %session_id, "could not record the session's last sign of life");
                     }
                 }
@@ -386,21 +390,19 @@ impl AuthService {
         }
     }
 
-    /// Records a live session's last sign of life: now, and the IP and user agent it came from.
-    /// A session revoked meanwhile is left as it is.
+    /// Records a live session's last sign of life: now, the IP it came from and its user agent
+    /// (already clipped). A session revoked meanwhile is left as it is.
     async fn touch_session(
         db: &impl ConnectionTrait,
         meta: &RequestMeta,
+        user_agent: Option<String>,
         session_id: Uuid,
         now: DateTime<Utc>,
     ) -> ServiceResult<()> {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
             .col_expr(sessions::Column::Ip, Expr::value(meta.ip.clone()))
-            .col_expr(
-                sessions::Column::UserAgent,
-                Expr::value(clip(&meta.user_agent, MAX_USER_AGENT_CHARS)),
-            )
+            .col_expr(sessions::Column::UserAgent, Expr::value(user_agent))
             .filter(sessions::Column::Id.eq(session_id))
             .filter(sessions::Column::RevokedAt.is_null())
             .exec(db)
