@@ -55,7 +55,13 @@ pub async fn register(
 #[utoipa::path(
     tag = "auth",
     responses(
-        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 200, description = "Signed in", body = TokenPair, links(
+            ("refresh" = (
+                operation_id = "refresh",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}),
+                description = "Rotate the session's refresh token (single use: presenting it again revokes the session)."
+            ))
+        )),
         (status = 401, description = "Email or password incorrect (`invalid_credentials`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Malformed email, or password longer than 1024 characters", body = Problem, content_type = "application/problem+json"),
@@ -87,7 +93,13 @@ pub async fn login(
 #[utoipa::path(
     tag = "auth",
     responses(
-        (status = 200, description = "New token pair", body = TokenPair),
+        (status = 200, description = "New token pair", body = TokenPair, links(
+            ("refresh" = (
+                operation_id = "refresh",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}),
+                description = "Rotate again with the refresh token just issued (the presented one is spent)."
+            ))
+        )),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
     )
