@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use crate::procs::{postgres_processes, read_stat, serves_database};
+use crate::procs::{processes, read_stat, serves_database};
 
 /// Thread name prefix of the server's password hashing threads (`service::passwords`).
 pub const HASHING_THREAD_PREFIX: &str = "tessera-hash-";
@@ -75,6 +75,9 @@ pub struct Snapshot {
     pg_other: BTreeMap<u32, u64>,
     /// This process and the children it has reaped (oha, psql), utime + stime of both.
     harness: u64,
+    /// Every other process, by PID: its command name and ticks (what "everything else" is made
+    /// of, so a report can name what took the cores).
+    others: BTreeMap<u32, (String, u64)>,
 }
 
 impl Snapshot {
@@ -101,8 +104,10 @@ impl Snapshot {
             };
             into.insert(tid, stat.utime + stat.stime);
         }
+        let me = std::process::id();
+        let (pg, other_processes) = processes(&[server_pid, me]);
         let (mut pg_bench, mut pg_other) = (BTreeMap::new(), BTreeMap::new());
-        for p in postgres_processes() {
+        for p in pg {
             let into = if serves_database(&p.title, db) {
                 &mut pg_bench
             } else {
@@ -110,6 +115,10 @@ impl Snapshot {
             };
             into.insert(p.pid, p.ticks);
         }
+        let others = other_processes
+            .into_iter()
+            .map(|p| (p.pid, (p.comm, p.ticks)))
+            .collect();
         let me = read_stat("/proc/self/stat")?;
         Some(Self {
             machine,
@@ -118,13 +127,14 @@ impl Snapshot {
             pg_bench,
             pg_other,
             harness: me.utime + me.stime + me.children,
+            others,
         })
     }
 }
 
 /// Clock ticks each part used between two snapshots; [`CpuSplit::describe`] gives them as shares
 /// of the machine's total. Ticks, not percentages, so that several windows merge exactly.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CpuSplit {
     pub hashing: u64,
     pub server_other: u64,
@@ -134,6 +144,9 @@ pub struct CpuSplit {
     pub interrupts: u64,
     /// Task time charged to none of the above (other services, kernel threads).
     pub other: u64,
+    /// Of `other`, what the processes running at the end of the window used during it, by
+    /// command name (a process that ended within the window is in `other` but not here).
+    pub other_named: BTreeMap<String, u64>,
     pub steal: u64,
     pub idle: u64,
     pub iowait: u64,
@@ -154,6 +167,14 @@ impl CpuSplit {
         let pg_other = grown(&start.pg_other, &end.pg_other);
         let harness = end.harness.saturating_sub(start.harness);
         let named = hashing + server_other + pg_bench + pg_other + harness;
+        let mut other_named = BTreeMap::new();
+        for (pid, (comm, ticks)) in &end.others {
+            let before = start.others.get(pid).map_or(0, |(_, t)| *t);
+            let used = ticks.saturating_sub(before);
+            if used > 0 {
+                *other_named.entry(comm.clone()).or_insert(0) += used;
+            }
+        }
         Self {
             hashing,
             server_other,
@@ -162,6 +183,7 @@ impl CpuSplit {
             harness,
             interrupts: m(|x| x.interrupts),
             other: m(|x| x.tasks).saturating_sub(named),
+            other_named,
             steal: m(|x| x.steal),
             idle: m(|x| x.idle),
             iowait: m(|x| x.iowait),
@@ -169,6 +191,10 @@ impl CpuSplit {
     }
 
     pub fn merge(self, o: Self) -> Self {
+        let mut other_named = self.other_named;
+        for (comm, ticks) in o.other_named {
+            *other_named.entry(comm).or_insert(0) += ticks;
+        }
         Self {
             hashing: self.hashing + o.hashing,
             server_other: self.server_other + o.server_other,
@@ -177,6 +203,7 @@ impl CpuSplit {
             harness: self.harness + o.harness,
             interrupts: self.interrupts + o.interrupts,
             other: self.other + o.other,
+            other_named,
             steal: self.steal + o.steal,
             idle: self.idle + o.idle,
             iowait: self.iowait + o.iowait,
@@ -228,9 +255,39 @@ impl CpuSplit {
         ]);
         parts
             .iter()
-            .map(|(name, ticks)| format!("{name} {:.1}%", self.share(*ticks) * 100.0))
+            .map(|(name, ticks)| {
+                let mut part = format!("{name} {:.1}%", self.share(*ticks) * 100.0);
+                if *name == "everything else" {
+                    part.push_str(&self.name_others());
+                }
+                part
+            })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// " (of which kdamond.0 2.1%, tessera 1.3%)": when everything else took 1% or more, the
+    /// processes that used the most of it (at least 0.5% each, three at most); empty otherwise.
+    fn name_others(&self) -> String {
+        if self.share(self.other) < 0.01 {
+            return String::new();
+        }
+        let mut named: Vec<(&String, &u64)> = self
+            .other_named
+            .iter()
+            .filter(|(_, t)| self.share(**t) >= 0.005)
+            .collect();
+        named.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if named.is_empty() {
+            return String::new();
+        }
+        let list = named
+            .iter()
+            .take(3)
+            .map(|(comm, t)| format!("{comm} {:.1}%", self.share(**t) * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(" (of which {list})")
     }
 }
 
@@ -266,6 +323,7 @@ mod tests {
             pg_bench: [(7, 5)].into(),
             pg_other: [(9, 2)].into(),
             harness,
+            others: BTreeMap::new(),
         }
     }
 
@@ -306,7 +364,7 @@ mod tests {
         assert_eq!((s.interrupts, s.steal, s.idle, s.iowait), (4, 1, 30, 2));
         assert_eq!(s.total(), 200 + 4 + 1 + 30 + 2);
         assert!((s.share(s.hashing) - 170.0 / 237.0).abs() < 1e-12);
-        let twice = s.merge(s);
+        let twice = s.clone().merge(s.clone());
         assert_eq!(twice.total(), 2 * s.total());
         assert_eq!(twice.share(twice.hashing), s.share(s.hashing));
         assert!(s
@@ -315,6 +373,55 @@ mod tests {
         assert!(s
             .describe()
             .ends_with("idle 12.7%, idle waiting for the disk 0.8%"));
+    }
+
+    #[test]
+    fn everything_else_names_the_processes_that_used_the_most_of_it() {
+        let machine = |tasks, idle| Machine {
+            tasks,
+            interrupts: 0,
+            steal: 0,
+            idle,
+            iowait: 0,
+        };
+        let mut start = snapshot(machine(1000, 500), &[(2, 100)], 50);
+        let mut end = snapshot(machine(2000, 1500), &[(2, 100)], 50);
+        start.others = [
+            (40, ("kdamond.0".to_owned(), 10)),
+            (41, ("tessera".to_owned(), 100)),
+            (42, ("kworker/0:1".to_owned(), 0)),
+        ]
+        .into();
+        end.others = [
+            (40, ("kdamond.0".to_owned(), 30)),  // +20: 1.0%
+            (41, ("tessera".to_owned(), 700)),   // +600: 30.0%
+            (42, ("kworker/0:1".to_owned(), 5)), // +5: 0.25%, too little to name
+            (43, ("kworker/0:2".to_owned(), 4)), // new: +4, with 42 still under 0.5%
+            (44, ("beam.smp".to_owned(), 40)),   // new during the window: +40: 2.0%
+            (45, ("tessera".to_owned(), 60)),    // a second process of that name: +60
+        ]
+        .into();
+        let s = CpuSplit::between(&start, &end);
+        assert_eq!(s.other, 1000);
+        assert_eq!(s.other_named["tessera"], 660);
+        assert_eq!(s.other_named["kworker/0:1"], 5);
+        let d = s.describe();
+        assert!(
+            d.contains(
+                "everything else 50.0% (of which tessera 33.0%, beam.smp 2.0%, kdamond.0 1.0%)"
+            ),
+            "{d}"
+        );
+        assert_eq!(s.clone().merge(s.clone()).other_named["tessera"], 1320);
+
+        // Under 1% in all: nothing named.
+        let mut quiet = s.clone();
+        quiet.other = 1;
+        assert!(
+            !quiet.describe().contains("of which"),
+            "{}",
+            quiet.describe()
+        );
     }
 
     #[test]

@@ -856,7 +856,7 @@ impl RefreshCeiling {
 /// The open loop's CPU with HTTP against the ceiling's on the same schedule: where the cores'
 /// time went while the ceiling ran, and the PostgreSQL backends' CPU per refresh in each.
 fn ceiling_cpu_note(http: &Measurement, alone: &RefreshCeiling, cores: usize) -> Option<String> {
-    let (with, without) = (http.usage.split?, alone.split?);
+    let (with, without) = (http.usage.split.as_ref()?, alone.split.as_ref()?);
     let hz = procs::clock_ticks_per_sec() as f64;
     let per_refresh_ms = |ticks: u64, n: u64| ticks as f64 / hz * 1000.0 / n.max(1) as f64;
     Some(format!(
@@ -1209,7 +1209,10 @@ fn split_note(
     server: &str,
     server_run: &Measurement,
 ) -> Option<String> {
-    let (c, s) = (ceiling_run.usage.split?, server_run.usage.split?);
+    let (c, s) = (
+        ceiling_run.usage.split.as_ref()?,
+        server_run.usage.split.as_ref()?,
+    );
     Some(format!(
         "Where the {} cores' time went: {ceiling}: {}; {server}: {}.",
         ctx.cores,
@@ -1270,7 +1273,7 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         expect(&sat, "login saturation", &[503])?;
         ok += sat.ok();
         elapsed += sat.elapsed_s;
-        split = match (split, sat.usage.split) {
+        split = match (split, sat.usage.split.clone()) {
             (Some(a), Some(b)) => Some(a.merge(b)),
             (a, b) => a.or(b),
         };
@@ -1555,7 +1558,7 @@ async fn refresh_runs(
         .await
         .context("refresh ceiling (open loop)")?;
     sec.rows.push(alone_paced.row());
-    if let Some(split) = paced.usage.split {
+    if let Some(split) = &paced.usage.split {
         sec.notes.push(format!(
             "Where the {} cores' time went during the open loop: {}.",
             ctx.cores,

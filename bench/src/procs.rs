@@ -258,7 +258,7 @@ impl Drop for WorkDir {
 
 /// CPU and memory used by a process (and optionally the PostgreSQL backends serving it) over one
 /// measurement window. CPU is in percent of one core (200% = both cores of a 2-core machine).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     pub cpu_pct: f64,
     pub max_rss_kib: u64,
@@ -324,7 +324,7 @@ impl Sampler {
         let pg_cpu_pct = self
             .pg_db
             .as_ref()
-            .map(|_| pct(split.map_or(0, |s| s.pg_bench)));
+            .map(|_| pct(split.as_ref().map_or(0, |s| s.pg_bench)));
         if let Some(rss) = rss_kib(self.pid) {
             self.max_rss.fetch_max(rss, Ordering::Relaxed);
         }
@@ -411,12 +411,21 @@ pub(crate) struct PgProcess {
     pub ticks: u64,
 }
 
+/// Any other process on the machine (kernel threads included), by its command name.
+pub(crate) struct OtherProcess {
+    pub pid: u32,
+    pub comm: String,
+    /// utime + stime, in clock ticks.
+    pub ticks: u64,
+}
+
 /// Every process of the PostgreSQL cluster: the postmaster and all it forked (backends, WAL
-/// writer, checkpointer, ...), whose name is `postgres`.
-pub(crate) fn postgres_processes() -> Vec<PgProcess> {
-    let mut out = Vec::new();
+/// writer, checkpointer, ...), whose name is `postgres`; and every other process but the ones in
+/// `except`.
+pub(crate) fn processes(except: &[u32]) -> (Vec<PgProcess>, Vec<OtherProcess>) {
+    let (mut pg, mut other) = (Vec::new(), Vec::new());
     let Ok(entries) = fs::read_dir("/proc") else {
-        return out;
+        return (pg, other);
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -426,17 +435,28 @@ pub(crate) fn postgres_processes() -> Vec<PgProcess> {
         else {
             continue;
         };
-        let ticks = match read_stat(&format!("/proc/{pid}/stat")) {
-            Some(stat) if stat.comm == "postgres" => stat.utime + stat.stime,
-            _ => continue,
+        if except.contains(&pid) {
+            continue;
+        }
+        let Some(stat) = read_stat(&format!("/proc/{pid}/stat")) else {
+            continue;
         };
+        let ticks = stat.utime + stat.stime;
+        if stat.comm != "postgres" {
+            other.push(OtherProcess {
+                pid,
+                comm: stat.comm,
+                ticks,
+            });
+            continue;
+        }
         let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
         let title = String::from_utf8_lossy(&cmdline).into_owned();
-        out.push(PgProcess { pid, title, ticks });
+        pg.push(PgProcess { pid, title, ticks });
     }
-    out
+    (pg, other)
 }
 
 pub(crate) fn clock_ticks_per_sec() -> u64 {

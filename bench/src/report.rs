@@ -40,7 +40,7 @@ impl Row {
             p50_ms: m.p50_ms,
             p99_ms: m.p99_ms,
             mix: m.mix(),
-            usage: Some(m.usage),
+            usage: Some(m.usage.clone()),
         }
     }
 }
@@ -150,7 +150,7 @@ pub fn render(h: &Header, sections: &[Section]) -> String {
             );
             let _ = writeln!(s, "|---|---|---:|---:|---:|---|---:|---:|---:|");
             for r in &sec.rows {
-                let (cpu, rss, pg) = match r.usage {
+                let (cpu, rss, pg) = match &r.usage {
                     Some(u) => (
                         format!("{:.0}%", u.cpu_pct),
                         format!("{:.1} MiB", u.max_rss_kib as f64 / 1024.0),
