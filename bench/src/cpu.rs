@@ -104,8 +104,7 @@ impl Snapshot {
             };
             into.insert(tid, stat.utime + stat.stime);
         }
-        let me = std::process::id();
-        let (pg, other_processes) = processes(&[server_pid, me]);
+        let (pg, other_processes) = processes(&[server_pid, std::process::id()]);
         let (mut pg_bench, mut pg_other) = (BTreeMap::new(), BTreeMap::new());
         for p in pg {
             let into = if serves_database(&p.title, db) {
