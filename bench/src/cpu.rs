@@ -75,9 +75,10 @@ pub struct Snapshot {
     pg_other: BTreeMap<u32, u64>,
     /// This process and the children it has reaped (oha, psql), utime + stime of both.
     harness: u64,
-    /// Every other process, by PID: its command name and ticks (what "everything else" is made
-    /// of, so a report can name what took the cores).
-    others: BTreeMap<u32, (String, u64)>,
+    /// Every other process, by PID and start time (a reused PID is another process): its
+    /// command name and ticks (what "everything else" is made of, so a report can name what
+    /// took the cores).
+    others: BTreeMap<(u32, u64), (String, u64)>,
 }
 
 impl Snapshot {
@@ -116,7 +117,7 @@ impl Snapshot {
         }
         let others = other_processes
             .into_iter()
-            .map(|p| (p.pid, (p.comm, p.ticks)))
+            .map(|p| ((p.pid, p.start), (p.comm, p.ticks)))
             .collect();
         let me = read_stat("/proc/self/stat")?;
         Some(Self {
@@ -167,8 +168,8 @@ impl CpuSplit {
         let harness = end.harness.saturating_sub(start.harness);
         let named = hashing + server_other + pg_bench + pg_other + harness;
         let mut other_named = BTreeMap::new();
-        for (pid, (comm, ticks)) in &end.others {
-            let before = start.others.get(pid).map_or(0, |(_, t)| *t);
+        for (id, (comm, ticks)) in &end.others {
+            let before = start.others.get(id).map_or(0, |(_, t)| *t);
             let used = ticks.saturating_sub(before);
             if used > 0 {
                 *other_named.entry(comm.clone()).or_insert(0) += used;
@@ -386,32 +387,45 @@ mod tests {
         let mut start = snapshot(machine(1000, 500), &[(2, 100)], 50);
         let mut end = snapshot(machine(2000, 1500), &[(2, 100)], 50);
         start.others = [
-            (40, ("kdamond.0".to_owned(), 10)),
-            (41, ("tessera".to_owned(), 100)),
-            (42, ("kworker/0:1".to_owned(), 0)),
+            ((40, 1), ("kdamond.0".to_owned(), 10)),
+            ((41, 1), ("tessera".to_owned(), 100)),
+            ((42, 1), ("kworker/0:1".to_owned(), 0)),
+            ((46, 1), ("sleep".to_owned(), 300)),
         ]
         .into();
         end.others = [
-            (40, ("kdamond.0".to_owned(), 30)),  // +20: 1.0%
-            (41, ("tessera".to_owned(), 700)),   // +600: 30.0%
-            (42, ("kworker/0:1".to_owned(), 5)), // +5: 0.25%, too little to name
-            (43, ("kworker/0:2".to_owned(), 4)), // new: +4, with 42 still under 0.5%
-            (44, ("beam.smp".to_owned(), 40)),   // new during the window: +40: 2.0%
-            (45, ("tessera".to_owned(), 60)),    // a second process of that name: +60
+            ((40, 1), ("kdamond.0".to_owned(), 18)), // +8: 0.4%, too little to name
+            ((41, 1), ("tessera".to_owned(), 700)),  // +600: 30.0%
+            ((42, 1), ("kworker/0:1".to_owned(), 5)), // +5: 0.25%
+            ((43, 9), ("kworker/0:2".to_owned(), 4)), // new: +4, with 42 still under 0.5%
+            ((44, 9), ("beam.smp".to_owned(), 40)),  // new during the window: +40: 2.0%
+            ((45, 9), ("tessera".to_owned(), 60)),   // a second process of that name: +60
+            // PID 46 reused by a process started in the window: all of its 30 ticks are its
+            // own, not 30 less the 300 of the process that had the PID before.
+            ((46, 9), ("oha".to_owned(), 30)),
         ]
         .into();
         let s = CpuSplit::between(&start, &end);
         assert_eq!(s.other, 1000);
         assert_eq!(s.other_named["tessera"], 660);
         assert_eq!(s.other_named["kworker/0:1"], 5);
+        assert_eq!(s.other_named["oha"], 30);
+        assert!(!s.other_named.contains_key("sleep"));
         let d = s.describe();
         assert!(
-            d.contains(
-                "everything else 50.0% (of which tessera 33.0%, beam.smp 2.0%, kdamond.0 1.0%)"
-            ),
+            d.contains("everything else 50.0% (of which tessera 33.0%, beam.smp 2.0%, oha 1.5%), "),
             "{d}"
         );
         assert_eq!(s.clone().merge(s.clone()).other_named["tessera"], 1320);
+        // Three names at most, the largest first.
+        let mut many = s.clone();
+        many.other_named.insert("postgres-ish".to_owned(), 100);
+        assert!(
+            many.describe()
+                .contains("(of which tessera 33.0%, postgres-ish 5.0%, beam.smp 2.0%), "),
+            "{}",
+            many.describe()
+        );
 
         // Under 1% in all: nothing named.
         let mut quiet = s.clone();

@@ -361,6 +361,9 @@ pub(crate) struct ProcStat {
     pub stime: u64,
     /// CPU of the children it has waited for (exited tools such as oha).
     pub children: u64,
+    /// When it started, in clock ticks after boot: with the PID, names one process even if the
+    /// PID is reused.
+    pub start: u64,
 }
 
 pub(crate) fn read_stat(path: &str) -> Option<ProcStat> {
@@ -371,13 +374,14 @@ pub(crate) fn read_stat(path: &str) -> Option<ProcStat> {
     let comm = stat.get(open + 1..close)?.to_owned();
     let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
     // The fields after the name start at field 3 (state); utime, stime, cutime and cstime are
-    // fields 14 to 17.
+    // fields 14 to 17, starttime field 22.
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     Some(ProcStat {
         comm,
         utime: field(14)?,
         stime: field(15)?,
         children: field(16)? + field(17)?,
+        start: field(22)?,
     })
 }
 
@@ -414,6 +418,8 @@ pub(crate) struct PgProcess {
 /// Any other process on the machine (kernel threads included), by its command name.
 pub(crate) struct OtherProcess {
     pub pid: u32,
+    /// Its start time (see [`ProcStat::start`]).
+    pub start: u64,
     pub comm: String,
     /// utime + stime, in clock ticks.
     pub ticks: u64,
@@ -445,6 +451,7 @@ pub(crate) fn processes(except: &[u32]) -> (Vec<PgProcess>, Vec<OtherProcess>) {
         if stat.comm != "postgres" {
             other.push(OtherProcess {
                 pid,
+                start: stat.start,
                 comm: stat.comm,
                 ticks,
             });

@@ -59,7 +59,7 @@ pub async fn register(
             ("refresh" = (
                 operation_id = "refresh",
                 request_body = json!({"refresh_token": "$response.body#/refresh_token"}),
-                description = "Rotate the session's refresh token (single use: presenting it again revokes the session)."
+                description = "Rotate the session's refresh token (single use: presenting it again revokes the session). The body is `{\"refresh_token\": <this response's refresh_token>}`: the runtime expression inside the object is meant to be evaluated, as Schemathesis does."
             ))
         )),
         (status = 401, description = "Email or password incorrect (`invalid_credentials`)", body = Problem, content_type = "application/problem+json"),
@@ -97,7 +97,7 @@ pub async fn login(
             ("refresh" = (
                 operation_id = "refresh",
                 request_body = json!({"refresh_token": "$response.body#/refresh_token"}),
-                description = "Rotate again with the refresh token just issued (the presented one is spent)."
+                description = "Rotate again with the refresh token just issued (the presented one is spent). The body is `{\"refresh_token\": <this response's refresh_token>}`: the runtime expression inside the object is meant to be evaluated, as Schemathesis does."
             ))
         )),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = Problem, content_type = "application/problem+json"),
