@@ -909,6 +909,11 @@ fn ratio(num: f64, den: f64) -> String {
     }
 }
 
+/// What an open loop's goal result adds when the run fell behind (empty when it did not).
+fn behind(shortfall: Option<&str>) -> String {
+    shortfall.map(|why| format!(" — {why}")).unwrap_or_default()
+}
+
 /// An open loop's p99 goal: met when its p99 is within `limit_ms` and the offered rate went out
 /// on time and was answered (see [`Measurement::shortfall`]); the result names the p99, the 2xx
 /// rate, and how the run fell behind if it did.
@@ -927,10 +932,7 @@ fn paced_goal(
             "p99 {} with {} req/s answered 2xx{}",
             report::ms(m.p99_ms),
             report::rate(m.ok_rps()),
-            short
-                .as_deref()
-                .map(|why| format!(" — {why}"))
-                .unwrap_or_default()
+            behind(short.as_deref())
         ),
         m.p99_ms.map(|p| p <= limit_ms && short.is_none()),
     );
@@ -1394,10 +1396,7 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
             report::ms(r90.p99_ms),
             report::rate(rate),
             report::rate(r90.ok_rps()),
-            short
-                .as_deref()
-                .map(|why| format!(" — {why}"))
-                .unwrap_or_default()
+            behind(short.as_deref())
         ),
         r90.p99_ms.map(|p| p <= 250.0 && short.is_none()),
     );
