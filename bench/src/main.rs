@@ -77,6 +77,9 @@ struct Args {
     /// Offered rate of the open-loop refresh run [default: 3000, 300 with --smoke].
     #[arg(long)]
     refresh_rate: Option<f64>,
+    /// Connections for login's saturation rounds [default: 4 per core].
+    #[arg(long)]
+    login_connections: Option<usize>,
     /// Connections for the login overload burst (well above the default hashing queue of 32).
     #[arg(long, default_value_t = 256)]
     overload_connections: usize,
@@ -1289,7 +1292,8 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     let round = ctx.plan.login / rounds as u32;
     // Saturation: enough requests in flight to keep every hashing slot busy, few enough that
     // the queue never refuses one.
-    let sat_load = Load::post_json(url.clone(), body.clone(), ctx.cores * 4, round);
+    let sat_conns = ctx.args.login_connections.unwrap_or(ctx.cores * 4);
+    let sat_load = Load::post_json(url.clone(), body.clone(), sat_conns, round);
     let mut ceilings = Vec::new();
     let (mut ok, mut elapsed, mut round_ratios) = (0u64, 0.0f64, Vec::new());
     let mut split: Option<CpuSplit> = None;
@@ -1450,7 +1454,7 @@ async fn login_runs(ctx: &Ctx, sec: &mut Section) -> Result<()> {
          one statement on PostgreSQL: conditional user update + session + refresh token + audit \
          event). Saturation uses {} connections in {rounds} rounds, the 90% run {} connections \
          rate-limited with --latency-correction, the burst {} connections.",
-        ctx.cores * 4,
+        sat_conns,
         ctx.cores * 8,
         ctx.args.overload_connections
     ));
