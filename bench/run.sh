@@ -15,9 +15,17 @@ TOOLS="${TESSERA_TOOLS:-/var/tmp/tessera-tools}"
 export TESSERA_BENCH_OHA="${TESSERA_BENCH_OHA:-$TOOLS/bin/oha}"
 PG_URL="${TESSERA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
-if ! [ -x "$TESSERA_BENCH_OHA" ]; then
-    echo "==> installing oha into $TOOLS" >&2
-    cargo install oha --locked --root "$TOOLS"
+# The load tool's version is part of what a result means (the report names it): the one this
+# script installs is pinned, and reinstalled when $TOOLS holds another. An oha given through
+# TESSERA_BENCH_OHA is used as it is.
+OHA_VERSION=1.16.0
+if [ "$TESSERA_BENCH_OHA" = "$TOOLS/bin/oha" ] &&
+    [ "$("$TESSERA_BENCH_OHA" --version 2>/dev/null)" != "oha $OHA_VERSION" ]; then
+    echo "==> installing oha $OHA_VERSION into $TOOLS" >&2
+    cargo install oha --version "$OHA_VERSION" --locked --force --root "$TOOLS"
+elif ! [ -x "$TESSERA_BENCH_OHA" ]; then
+    echo "bench/run.sh: no oha at TESSERA_BENCH_OHA=$TESSERA_BENCH_OHA" >&2
+    exit 1
 fi
 
 if ! command -v psql >/dev/null; then

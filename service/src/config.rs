@@ -54,11 +54,11 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Largest JSON body accepted, in bytes.
     pub json_limit_bytes: usize,
-    /// Every request is answered (503 `timeout`) within this many milliseconds.
+    /// Every request is answered (503 `request_timeout`) within this many milliseconds.
     pub request_timeout_ms: u64,
     /// Largest accepted connection count per worker.
     pub max_connections_per_worker: usize,
-    /// Seconds a client has to send the request head before the connection is dropped.
+    /// Milliseconds a client has to send the request head before the connection is dropped.
     pub client_request_timeout_ms: u64,
     pub keep_alive_secs: u64,
 }
@@ -84,8 +84,11 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Pool size; defaults to 1 on SQLite (one writer, no "database is locked") and 16 on PostgreSQL.
     pub max_connections: Option<u32>,
+    /// Connections the pool keeps open even when idle.
     pub min_connections: u32,
+    /// Longest wait for a pooled connection before the request gets 503 `database_unavailable`.
     pub acquire_timeout_ms: u64,
+    /// Longest wait for a new connection to the database to be established.
     pub connect_timeout_ms: u64,
     /// Run pending migrations at `serve` start.
     pub auto_migrate: bool,
