@@ -1,4 +1,5 @@
 //! Fault tests: PostgreSQL stopped and restarted under write load; SQLite under concurrent writers;
+//! the pool held by a statement stuck behind a lock (request and acquire timeouts), on both;
 //! thousands of idle connections.
 
 use std::collections::HashSet;
@@ -353,11 +354,12 @@ async fn sqlite_concurrent_writers_never_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_exhaust_the_server() {
     let app = TestApp::spawn_with(Backend::Sqlite, |s| {
-        s.server.client_request_timeout_ms = 2_000
+        s.server.client_request_timeout_ms = 4_000
     })
     .await
     .unwrap();
     let addr = app.address.trim_start_matches("http://").to_owned();
+    let user = app.user("busy").await;
     let mut idle = Vec::with_capacity(2_000);
     for _ in 0..2_000 {
         idle.push(
@@ -367,7 +369,6 @@ async fn idle_connections_do_not_exhaust_the_server() {
         );
     }
     let started = Instant::now();
-    let user = app.user("busy").await;
     for _ in 0..20 {
         assert_eq!(
             app.get_authed("/v1/me", &user.access_token).await.status(),
@@ -378,8 +379,21 @@ async fn idle_connections_do_not_exhaust_the_server() {
         started.elapsed() < Duration::from_secs(5),
         "served promptly beside 2,000 idle connections"
     );
+    // ...which were all still open while those requests were served (nothing read, nothing
+    // closed: the server had not shed them to make room).
+    let still_open = idle
+        .iter()
+        .filter(|s| {
+            let mut buf = [0u8; 1];
+            matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert_eq!(
+        still_open, 2_000,
+        "idle connections open while real clients were served"
+    );
     // Slow-loris protection: the server drops connections that never send a request head.
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
     let mut closed = 0;
     for stream in &mut idle {
         let mut buf = [0u8; 1];
@@ -394,4 +408,132 @@ async fn idle_connections_do_not_exhaust_the_server() {
         closed >= 1_990,
         "idle connections closed by the server: {closed}"
     );
+}
+
+/// Sends `GET /v1/me/sessions` (a query on `sessions`, no cache in front of it) and times it.
+async fn timed_sessions_list(app: &TestApp, token: &str) -> (reqwest::Response, Duration) {
+    let started = Instant::now();
+    let res = app
+        .client
+        .get(app.url("/v1/me/sessions"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .expect("an answer, not a client timeout");
+    (res, started.elapsed())
+}
+
+/// A statement that cannot finish (another transaction holds a lock it needs) holds the only
+/// pooled connection: that request is answered 503 `request_timeout` at the request timeout, not
+/// when the lock goes; meanwhile one waiting for a connection is answered 503
+/// `database_unavailable` (with Retry-After) at the acquire timeout, readiness says 503 too; once
+/// the lock is released the same pool serves again, without a restart.
+async fn exhausted_pool_and_slow_statement_answer_503_in_time(backend: Backend) {
+    let Some(db) = crate::helpers::TestDb::create(backend).await else {
+        return;
+    };
+    let request_timeout = Duration::from_millis(2_000);
+    let acquire_timeout = Duration::from_millis(300);
+    let app = TestApp::spawn_with_database(db.url(), |s| {
+        s.server.request_timeout_ms = request_timeout.as_millis() as u64;
+        s.database.acquire_timeout_ms = acquire_timeout.as_millis() as u64;
+        s.database.max_connections = Some(1);
+    })
+    .await;
+    let user = app.user("patient").await;
+
+    // Another client takes a lock that the listing's statement waits for.
+    let locker = sea_orm::Database::connect(db.url()).await.expect("locker");
+    let txn = sea_orm::TransactionTrait::begin(&locker)
+        .await
+        .expect("begin");
+    let lock = match backend {
+        // Reads wait behind an exclusive table lock.
+        Backend::Postgres => "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE",
+        // WAL readers never wait, so the locker holds a write lock and the slow request writes
+        // (a sign-in); its wait is SQLite's busy timeout (5 s), longer than the request timeout.
+        Backend::Sqlite => "INSERT INTO casbin_rule (ptype) VALUES ('lock')",
+    };
+    sea_orm::ConnectionTrait::execute_unprepared(&txn, lock)
+        .await
+        .expect("take the lock");
+
+    let slow = {
+        let (client, url, token, email) = (
+            app.client.clone(),
+            app.url(""),
+            user.access_token.clone(),
+            user.email.clone(),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let req = match backend {
+                Backend::Postgres => client
+                    .get(format!("{url}/v1/me/sessions"))
+                    .bearer_auth(token),
+                Backend::Sqlite => client
+                    .post(format!("{url}/v1/auth/login"))
+                    .json(&json!({"email": email, "password": PASSWORD})),
+            };
+            let res = req
+                .timeout(Duration::from_secs(15))
+                .send()
+                .await
+                .expect("an answer, not a client timeout");
+            (res, started.elapsed())
+        })
+    };
+    // Let the slow request take the only connection before the next one asks for it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let (res, waited) = timed_sessions_list(&app, &user.access_token).await;
+    assert_eq!(res.headers()["retry-after"], "1");
+    crate::helpers::assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+        .await;
+    assert!(
+        waited >= acquire_timeout && waited < request_timeout,
+        "refused at the acquire timeout, not at the request timeout: {waited:?}"
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let (res, took) = slow.await.expect("slow request task");
+    crate::helpers::assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "request_timeout").await;
+    assert!(
+        took >= request_timeout && took < request_timeout + Duration::from_millis(1_500),
+        "answered at the request timeout: {took:?}"
+    );
+
+    txn.rollback().await.expect("release the lock");
+    // The connection the timed-out request held comes back once its statement has finished.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (res, _) = timed_sessions_list(&app, &user.access_token).await;
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "the pool serves again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    // Nothing half-written: the timed-out sign-in (SQLite) opened no session.
+    let sessions = app.get_authed("/v1/me/sessions", &user.access_token).await;
+    let body: serde_json::Value = sessions.json().await.expect("session list");
+    assert_eq!(
+        body["items"].as_array().map(Vec::len),
+        Some(1),
+        "only the sign-in before the lock: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_and_slow_statement_answer_503_in_time_postgres() {
+    exhausted_pool_and_slow_statement_answer_503_in_time(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_and_slow_statement_answer_503_in_time_sqlite() {
+    exhausted_pool_and_slow_statement_answer_503_in_time(Backend::Sqlite).await;
 }
