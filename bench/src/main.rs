@@ -7,7 +7,8 @@
 //! handler driven by the same generator), register (vs raw Argon2id), authorization check
 //! (skipped until it exists).
 //! Numbers are measurements, never assertions: the exit status is non-zero only when the harness
-//! could not run a scenario, or when a refresh token was accepted twice.
+//! could not run a scenario (which includes an authorization-check endpoint that exists without
+//! its scenario), or when a refresh token was accepted twice.
 
 mod cpu;
 mod criterion;
@@ -1786,16 +1787,21 @@ async fn authz_scenario(ctx: &Ctx) -> Section {
         .send()
         .await
         .map(|r| r.status().as_u16());
-    let why = match probe {
-        Ok(404) => "skipped: POST /v1/authz/check does not exist yet".to_owned(),
-        Ok(s) => format!(
-            "skipped: POST /v1/authz/check now answers ({s}), but this scenario is not written yet"
-        ),
-        Err(e) => format!("skipped (probe failed: {e})"),
-    };
-    sec.goal("authorization check over HTTP", why.clone(), None);
-    sec.notes.push(why);
-    sec
+    match probe {
+        Ok(404) => {
+            let why = "skipped: POST /v1/authz/check does not exist yet".to_owned();
+            sec.goal("authorization check over HTTP", why.clone(), None);
+            sec.notes.push(why);
+            sec
+        }
+        // The endpoint has arrived without its benchmark: the run fails (the CI smoke run too),
+        // so the scenario is written with the endpoint instead of being skipped unnoticed.
+        Ok(s) => sec.ended(Err(anyhow::anyhow!(
+            "POST /v1/authz/check now answers ({s}), but this scenario (goal ≥ 40k req/s, p99 ≤ 3 \
+             ms at 10k tenants) is not written yet: write it in bench/src/main.rs"
+        ))),
+        Err(e) => sec.ended(Err(anyhow::anyhow!("probing POST /v1/authz/check: {e}"))),
+    }
 }
 
 /// The criterion results under `dir`, as a table with the run's command, commit and machine,
