@@ -618,7 +618,8 @@ async fn run(args: Args) -> Result<Vec<String>> {
         load_before,
         server: format!(
             "{} `tessera serve` ({}) with {cores} actix workers and {settings} \
-             (PostgreSQL pool 16, password pool = {cores} hashes at once + queue of 32), \
+             (by default PostgreSQL pool 16, password pool = {cores} hashes at once + queue of \
+             32), \
              log level warn; PostgreSQL {pg_version} ({pg_settings}), fresh database, \
              dropped afterwards, vacuumed and analyzed before each scenario and analyzed during \
              them at autovacuum's thresholds (checked every {} s; a table at most once per {} s \
