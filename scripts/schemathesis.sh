@@ -160,7 +160,7 @@ log "signed in as $ST_EMAIL"
 # quality gate asks for a run as an organization's owner too (tenant-scoped operations with a
 # real organization id): until that is written here, refuse to pass rather than fuzz them only
 # as an outsider, unnoticed.
-curl -s --max-time 10 -o "$WORK_DIR/openapi.json" "$BASE/openapi.json" || die "GET /openapi.json failed"
+curl -sf --max-time 10 -o "$WORK_DIR/openapi.json" "$BASE/openapi.json" || die "GET /openapi.json failed"
 ORG_PATHS=$("$TESSERA_VENV/bin/python" -c 'import json,sys
 print(" ".join(p for p in json.load(open(sys.argv[1]))["paths"] if p.startswith("/v1/orgs")))' \
     "$WORK_DIR/openapi.json")

@@ -25,6 +25,8 @@ RATE="${1:-280}"
 SECS="${2:-18}"
 PREFILL_USERS="${PREFILL_USERS:-0}"
 CASES="${CASES:-all}"
+case "$PREFILL_USERS" in '' | *[!0-9]*) echo "PREFILL_USERS must be a number" >&2; exit 2 ;; esac
+case "$CASES" in all | beside) ;; *) echo "CASES must be all or beside" >&2; exit 2 ;; esac
 CORES="$(nproc)"
 DB_PREFIX=tessera_pg_sign_in
 # shellcheck source=bench/experiments/common.sh

@@ -360,6 +360,7 @@ async fn idle_connections_do_not_exhaust_the_server() {
     .unwrap();
     let addr = app.address.trim_start_matches("http://").to_owned();
     let user = app.user("busy").await;
+    let opened = Instant::now();
     let mut idle = Vec::with_capacity(2_000);
     for _ in 0..2_000 {
         idle.push(
@@ -368,24 +369,42 @@ async fn idle_connections_do_not_exhaust_the_server() {
                 .expect("connect"),
         );
     }
+    // Real clients on new connections (no keep-alive reuse of the sign-in's connection), so the
+    // server accepts and serves them beside the 2,000 it holds.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let started = Instant::now();
     for _ in 0..20 {
-        assert_eq!(
-            app.get_authed("/v1/me", &user.access_token).await.status(),
-            StatusCode::OK
-        );
+        let res = fresh
+            .get(app.url("/v1/me"))
+            .bearer_auth(&user.access_token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("served beside 2,000 idle connections");
+        assert_eq!(res.status(), StatusCode::OK);
     }
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "served promptly beside 2,000 idle connections"
     );
-    // ...which were all still open while those requests were served (nothing read, nothing
-    // closed: the server had not shed them to make room).
+    // ...which were all still open meanwhile: the server had not shed them to make room. Only
+    // meaningful before their 4 s head timeout could have closed them.
+    let checked_after = opened.elapsed();
+    assert!(
+        checked_after < Duration::from_millis(3_500),
+        "opening 2,000 connections and 20 requests took {checked_after:?}: too slow to tell \
+         shedding from the head timeout"
+    );
     let still_open = idle
         .iter()
         .filter(|s| {
-            let mut buf = [0u8; 1];
-            matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            // The kernel's answer (MSG_PEEK on a non-blocking socket): WouldBlock = open, no data.
+            matches!(socket2::SockRef::from(*s).peek(&mut buf),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         })
         .count();
     assert_eq!(
@@ -422,6 +441,31 @@ async fn timed_sessions_list(app: &TestApp, token: &str) -> (reqwest::Response, 
         .await
         .expect("an answer, not a client timeout");
     (res, started.elapsed())
+}
+
+/// Waits until the server's pool (of one) has handed out its only connection.
+async fn wait_until_pool_is_taken(app: &TestApp, backend: Backend) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (size, idle) = match backend {
+            Backend::Postgres => {
+                let pool = app.ctx.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            Backend::Sqlite => {
+                let pool = app.ctx.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        };
+        if size == 1 && idle == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never took the pool's connection (size {size}, idle {idle})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A statement that cannot finish (another transaction holds a lock it needs) holds the only
@@ -484,13 +528,18 @@ async fn exhausted_pool_and_slow_statement_answer_503_in_time(backend: Backend) 
             (res, started.elapsed())
         })
     };
-    // Let the slow request take the only connection before the next one asks for it.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The next request asks for a connection only once the slow one holds the only one.
+    wait_until_pool_is_taken(&app, backend).await;
 
     let (res, waited) = timed_sessions_list(&app, &user.access_token).await;
-    assert_eq!(res.headers()["retry-after"], "1");
+    let retry_after = res.headers().get("retry-after").cloned();
     crate::helpers::assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
         .await;
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "Retry-After on database_unavailable"
+    );
     assert!(
         waited >= acquire_timeout && waited < request_timeout,
         "refused at the acquire timeout, not at the request timeout: {waited:?}"
