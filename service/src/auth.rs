@@ -6,7 +6,7 @@ use entity::{refresh_tokens, sessions, users};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Set,
-    Statement, TransactionTrait,
+    Statement,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -174,7 +174,7 @@ impl AuthService {
         user: &User,
         now: DateTime<Utc>,
     ) -> ServiceResult<Option<(Uuid, SecretString)>> {
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         let still_valid = users::Entity::update_many()
             .col_expr(users::Column::LastLoginAt, Expr::value(now))
             .col_expr(users::Column::FailedLoginCount, Expr::value(0))
@@ -274,7 +274,7 @@ impl AuthService {
         // BEGIN, claim the token, find the session if it is live and its user active, touch it
         // if its last sign of life is stale, store the successor, COMMIT. The claim is the atomic
         // step that makes a token single use.
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         let claimed = refresh_tokens::Entity::update_many()
             .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
             .filter(refresh_tokens::Column::TokenHash.eq(hash.clone()))
@@ -382,7 +382,7 @@ impl AuthService {
             }
             _ => {
                 // Consumed, but its session is dead: say why (and revoke if the user is disabled).
-                let txn = ctx.db.begin().await?;
+                let txn = crate::db::begin_write(&ctx.db).await?;
                 let refusal = Self::dead_session(&txn, ctx, session_id, now).await?;
                 txn.commit().await?;
                 Err(refusal)
@@ -472,7 +472,7 @@ impl AuthService {
         if token.used_at.is_none() {
             return Ok(invalid); // expired
         }
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         let session = sessions::Entity::find_by_id(token.session_id)
             .one(&txn)
             .await?;
@@ -506,7 +506,7 @@ impl AuthService {
         meta: &RequestMeta,
         user: Option<&User>,
     ) -> ServiceResult<()> {
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         users::Entity::update_many()
             .col_expr(
                 users::Column::FailedLoginCount,

@@ -6,7 +6,10 @@ use migration::sea_orm_migration::MigratorTrait;
 use migration::Migrator;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 pub use sea_orm::DbErr;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 use crate::config::DatabaseSettings;
 
@@ -37,6 +40,19 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         });
     }
     Database::connect(opts).await
+}
+
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: the write lock is
+/// taken up front, waiting on the busy timeout if another process (say `tessera admin`) holds it.
+/// A deferred transaction that reads before it writes would instead get SQLITE_BUSY at once when
+/// it asks to write (SQLite does not call the busy handler there), and the request a 503 that a
+/// short wait would have avoided. PostgreSQL ignores the mode.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {

@@ -3,10 +3,7 @@
 use chrono::{Duration, Utc};
 use entity::sessions;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use crate::audit::{AuditAction, AuditEvent};
@@ -64,7 +61,7 @@ impl SessionService {
         session_id: Uuid,
         action: AuditAction,
     ) -> ServiceResult<()> {
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         Self::ensure_live(&txn, principal).await?;
         let result = sessions::Entity::update_many()
             .col_expr(sessions::Column::RevokedAt, Expr::value(Utc::now()))
@@ -96,7 +93,7 @@ impl SessionService {
         meta: &RequestMeta,
         principal: &Principal,
     ) -> ServiceResult<usize> {
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         Self::ensure_live(&txn, principal).await?;
         let revoked = Self::revoke_all_except(
             &txn,

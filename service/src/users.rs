@@ -6,7 +6,6 @@ use entity::users;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
-    TransactionTrait,
 };
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -85,7 +84,7 @@ impl UserService {
         let password_hash = ctx.hasher.hash(&new.password).await?;
         let now = Utc::now();
         let id = Uuid::now_v7();
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         let user = users::ActiveModel {
             id: Set(id),
             email: Set(new.email.into_inner()),
@@ -175,7 +174,7 @@ impl UserService {
             ctx.users.put_read(&user, read_started);
             return Ok(user);
         }
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         crate::sessions::SessionService::ensure_live(&txn, principal).await?;
         let mut update = users::Entity::update_many()
             .col_expr(
@@ -236,7 +235,7 @@ impl UserService {
             Verification::Match { .. } => {}
             Verification::Mismatch => {
                 // A stolen access token must not allow silent password guessing: audit each miss.
-                let txn = ctx.db.begin().await?;
+                let txn = crate::db::begin_write(&ctx.db).await?;
                 AuditEvent::new(AuditAction::PasswordChangeFailed)
                     .actor(user.id, Some(principal.session_id))
                     .target("user", user.id)
@@ -262,7 +261,7 @@ impl UserService {
         }
         let password_hash = ctx.hasher.hash(&new).await?;
         let now = Utc::now();
-        let txn = ctx.db.begin().await?;
+        let txn = crate::db::begin_write(&ctx.db).await?;
         crate::sessions::SessionService::ensure_live(&txn, principal).await?;
         let result = users::Entity::update_many()
             .col_expr(users::Column::PasswordHash, Expr::value(password_hash))
@@ -305,7 +304,7 @@ impl UserService {
         user_id: Uuid,
         status: UserStatus,
     ) -> ServiceResult<Vec<Uuid>> {
-        let txn = db.begin().await?;
+        let txn = crate::db::begin_write(db).await?;
         let result = users::Entity::update_many()
             .col_expr(users::Column::Status, Expr::value(status))
             .col_expr(

@@ -502,11 +502,9 @@ async fn exhausted_pool_and_slow_statement_answer_503_in_time(backend: Backend) 
     let lock = match backend {
         // Reads wait behind an exclusive table lock.
         Backend::Postgres => "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE",
-        // WAL readers never wait, so the locker holds a write lock and the slow request writes:
-        // a sign-in, whose transaction begins with its write, so SQLite's busy handler makes it
-        // wait (5 s, longer than the request timeout). A sign-out, whose transaction reads
-        // before it writes, was seen to be answered at once here instead (SQLite does not
-        // always call the busy handler when a reader asks to write), so it cannot serve.
+        // WAL readers never wait, so the locker holds a write lock and the slow request writes
+        // (a sign-in): its BEGIN IMMEDIATE waits on SQLite's busy timeout (5 s), longer than the
+        // request timeout.
         Backend::Sqlite => "INSERT INTO casbin_rule (ptype) VALUES ('lock')",
     };
     sea_orm::ConnectionTrait::execute_unprepared(&txn, lock)
@@ -610,4 +608,45 @@ async fn exhausted_pool_and_slow_statement_answer_503_in_time_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_pool_and_slow_statement_answer_503_in_time_sqlite() {
     exhausted_pool_and_slow_statement_answer_503_in_time(Backend::Sqlite).await;
+}
+
+/// SQLite, another process writing (say `tessera admin` disabling a user): a request whose
+/// transaction reads before it writes (a sign-out) waits for that write lock, within the busy
+/// timeout, and then succeeds, instead of failing at once with SQLITE_BUSY (`BEGIN IMMEDIATE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_waits_for_another_processs_lock() {
+    let Some(db) = crate::helpers::TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let app = TestApp::spawn_with_database(db.url(), |_| {}).await;
+    let user = app.user("waiting").await;
+    let locker = sea_orm::Database::connect(db.url()).await.expect("locker");
+    let txn = sea_orm::TransactionTrait::begin(&locker)
+        .await
+        .expect("begin");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &txn,
+        "INSERT INTO casbin_rule (ptype) VALUES ('lock')",
+    )
+    .await
+    .expect("take the write lock");
+    let held = Duration::from_millis(300);
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(held).await;
+        txn.rollback().await.expect("release the lock");
+    });
+    let started = Instant::now();
+    let res = app
+        .post_authed("/v1/auth/logout", &user.access_token, &json!({}))
+        .await;
+    let took = started.elapsed();
+    release.await.expect("release task");
+    assert!(
+        res.status().is_success(),
+        "sign-out after the lock went: {} {}",
+        res.status(),
+        res.text().await.unwrap_or_default()
+    );
+    assert!(took >= held, "it waited for the lock: {took:?}");
+    app.assert_signed_out(&user).await;
 }
