@@ -10,6 +10,8 @@ use service::users::User;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod tenancy;
+
 // The schema patterns state exactly what `service::domain` parses, so generated clients and
 // fuzzers see the same rules the server applies.
 // EMAIL: see `service::domain::Email::parse`.
@@ -114,7 +116,9 @@ fn metadata_schema_nullable() -> utoipa::openapi::schema::Object {
 }
 
 /// JSON Schema's `integer` includes `2.0`; accept any integral number, refuse fractions.
-fn integral_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn integral_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
     use serde::de::Error;
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);

@@ -155,7 +155,9 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "account_disabled", "Forbidden")
                     .detail("this account is disabled")
             }
-            ServiceError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ServiceError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                .detail("you may see this, but not do that here"),
+            ServiceError::Denied(code) => Self::new(StatusCode::FORBIDDEN, code, "Forbidden"),
             ServiceError::NotFound => Self::not_found(),
             ServiceError::Conflict(code) => Self::new(StatusCode::CONFLICT, code, "Conflict"),
             ServiceError::VersionMismatch => Self::new(

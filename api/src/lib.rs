@@ -3,6 +3,7 @@
 pub mod dto;
 pub mod error;
 pub mod openapi;
+pub mod precondition;
 pub mod request_context;
 pub mod routes;
 pub mod startup;

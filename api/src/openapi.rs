@@ -22,6 +22,9 @@ use crate::routes;
     tags(
         (name = "auth", description = "Sign up, sign in, token refresh, sign out"),
         (name = "me", description = "The signed-in user's profile, password and sessions"),
+        (name = "organizations", description = "Tenants. Everything below belongs to one organization; outsiders get 404 for anything in it"),
+        (name = "accounts", description = "Accounts of an organization"),
+        (name = "projects", description = "Projects of an account"),
         (name = "ops", description = "Health, readiness and signing keys"),
     )
 )]

@@ -211,3 +211,69 @@ pub async fn no_route(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
         ),
     }
 }
+
+/// The extension every operation carries: the permission it needs, `authenticated` or `public`.
+pub const REQUIRED_PERMISSION: &str = "x-required-permission";
+
+/// The permission each tenant-scoped operation declares in its `x-required-permission`, read
+/// from the OpenAPI document: a handler names its permission once, in its `#[utoipa::path]`,
+/// and the [`Requires`] extractor hands that same permission to the check.
+#[derive(Debug, Default)]
+pub struct PermissionTable {
+    entries: std::collections::HashMap<(String, String), service::authz::Permission>,
+}
+
+impl PermissionTable {
+    pub fn from_openapi(api: &utoipa::openapi::OpenApi) -> Self {
+        let mut entries = std::collections::HashMap::new();
+        for (path, item) in &api.paths.paths {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+                ("DELETE", &item.delete),
+            ] {
+                let declared = op
+                    .as_ref()
+                    .and_then(|op| op.extensions.as_ref())
+                    .and_then(|ext| ext.get(REQUIRED_PERMISSION))
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<service::authz::Permission>().ok());
+                if let Some(permission) = declared {
+                    entries.insert((method.to_owned(), path.clone()), permission);
+                }
+            }
+        }
+        Self { entries }
+    }
+
+    pub fn get(&self, method: &str, pattern: &str) -> Option<service::authz::Permission> {
+        self.entries
+            .get(&(method.to_owned(), pattern.to_owned()))
+            .copied()
+    }
+}
+
+/// The permission the matched operation declares (see [`PermissionTable`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Requires(pub service::authz::Permission);
+
+impl FromRequest for Requires {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let found = req
+            .app_data::<web::Data<PermissionTable>>()
+            .zip(req.match_pattern())
+            .and_then(|(table, pattern)| table.get(req.method().as_str(), &pattern));
+        ready(found.map(Requires).ok_or_else(|| {
+            ApiError::from(service::ServiceError::unexpected_msg(format!(
+                "{} {} declares no x-required-permission",
+                req.method(),
+                req.match_pattern().unwrap_or_default()
+            )))
+        }))
+    }
+}

@@ -61,7 +61,14 @@ impl Application {
             KeySource::Configured | KeySource::File => {}
         }
         let keys = TokenKeys::new(&key, source, &settings.auth)?;
-        Ok(AppContext::new(db, settings, keys)?)
+        let context = AppContext::new(db, settings, keys)?;
+        if let Err(err) =
+            service::authz::sync_builtin_roles(&context.db, &context.authz.policy()).await
+        {
+            // Before the migrations ran (auto_migrate off) there is no table yet; /readyz says so.
+            tracing::warn!(error = %err, "could not sync the built-in roles of the policy");
+        }
+        Ok(context)
     }
 
     /// Binds and builds the server around an existing context.
@@ -69,11 +76,15 @@ impl Application {
         let s = &context.settings.server;
         let listener = TcpListener::bind((s.bind.as_str(), s.port))?;
         let port = listener.local_addr()?.port();
+        let _ = context
+            .public_url
+            .set(context.settings.server.public_base_url(port));
         let workers = s
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let api = openapi::build();
         let routes = web::Data::new(request_context::RouteTable::from_openapi(&api));
+        let permissions = web::Data::new(request_context::PermissionTable::from_openapi(&api));
         let ctx = web::Data::new(context.clone());
         let limits = web::Data::new(RequestLimits {
             timeout: Duration::from_millis(s.request_timeout_ms),
@@ -84,6 +95,7 @@ impl Application {
                 .app_data(ctx.clone())
                 .app_data(limits.clone())
                 .app_data(routes.clone())
+                .app_data(permissions.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(json_limit)

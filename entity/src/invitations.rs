@@ -1,6 +1,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+/// An invitation to join an organization with a role at a scope; the token is stored only as
+/// its SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "invitations")]
 pub struct Model {
@@ -8,45 +10,21 @@ pub struct Model {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub email: String,
-    pub role: String,
-    #[sea_orm(unique)]
+    pub role_id: Uuid,
+    pub scope_type: String,
+    pub scope_id: Uuid,
+    pub account_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
     pub token_hash: String,
     pub invited_by: Option<Uuid>,
     pub expires_at: DateTimeUtc,
     pub accepted_at: Option<DateTimeUtc>,
+    pub accepted_by: Option<Uuid>,
+    pub revoked_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::organizations::Entity",
-        from = "Column::OrganizationId",
-        to = "super::organizations::Column::Id",
-        on_update = "NoAction",
-        on_delete = "Cascade"
-    )]
-    Organizations,
-    #[sea_orm(
-        belongs_to = "super::users::Entity",
-        from = "Column::InvitedBy",
-        to = "super::users::Column::Id",
-        on_update = "NoAction",
-        on_delete = "SetNull"
-    )]
-    Users,
-}
-
-impl Related<super::organizations::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Organizations.def()
-    }
-}
-
-impl Related<super::users::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Users.def()
-    }
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -4,8 +4,8 @@ pub mod prelude;
 
 pub mod accounts;
 pub mod audit_events;
-pub mod casbin_rule;
 pub mod invitations;
+pub mod mail_outbox;
 pub mod memberships;
 pub mod organizations;
 pub mod projects;

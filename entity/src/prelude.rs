@@ -1,7 +1,7 @@
 pub use super::accounts::Entity as Accounts;
 pub use super::audit_events::Entity as AuditEvents;
-pub use super::casbin_rule::Entity as CasbinRule;
 pub use super::invitations::Entity as Invitations;
+pub use super::mail_outbox::Entity as MailOutbox;
 pub use super::memberships::Entity as Memberships;
 pub use super::organizations::Entity as Organizations;
 pub use super::projects::Entity as Projects;

@@ -45,39 +45,13 @@ pub struct Model {
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(has_many = "super::memberships::Entity")]
-    Memberships,
     #[sea_orm(has_many = "super::sessions::Entity")]
     Sessions,
-    #[sea_orm(has_many = "super::invitations::Entity")]
-    Invitations,
-}
-
-impl Related<super::memberships::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Memberships.def()
-    }
 }
 
 impl Related<super::sessions::Entity> for Entity {
     fn to() -> RelationDef {
         Relation::Sessions.def()
-    }
-}
-
-impl Related<super::invitations::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Invitations.def()
-    }
-}
-
-impl Related<super::organizations::Entity> for Entity {
-    fn to() -> RelationDef {
-        super::memberships::Relation::Organizations.def()
-    }
-
-    fn via() -> Option<RelationDef> {
-        Some(super::memberships::Relation::Users.def().rev())
     }
 }
 

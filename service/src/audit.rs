@@ -36,6 +36,25 @@ pub enum AuditAction {
     StatusChanged,
     SessionRevoked,
     OtherSessionsRevoked,
+    OrgCreated,
+    OrgUpdated,
+    OrgDeleted,
+    AccountCreated,
+    AccountUpdated,
+    AccountDeleted,
+    ProjectCreated,
+    ProjectUpdated,
+    ProjectDeleted,
+    MemberRemoved,
+    MemberLeft,
+    InvitationCreated,
+    InvitationRevoked,
+    InvitationAccepted,
+    RoleCreated,
+    RoleUpdated,
+    RoleDeleted,
+    RoleAssigned,
+    RoleUnassigned,
 }
 
 impl AuditAction {
@@ -52,6 +71,25 @@ impl AuditAction {
             Self::StatusChanged => "user.status_changed",
             Self::SessionRevoked => "session.revoked",
             Self::OtherSessionsRevoked => "session.others_revoked",
+            Self::OrgCreated => "org.created",
+            Self::OrgUpdated => "org.updated",
+            Self::OrgDeleted => "org.deleted",
+            Self::AccountCreated => "account.created",
+            Self::AccountUpdated => "account.updated",
+            Self::AccountDeleted => "account.deleted",
+            Self::ProjectCreated => "project.created",
+            Self::ProjectUpdated => "project.updated",
+            Self::ProjectDeleted => "project.deleted",
+            Self::MemberRemoved => "member.removed",
+            Self::MemberLeft => "member.left",
+            Self::InvitationCreated => "invitation.created",
+            Self::InvitationRevoked => "invitation.revoked",
+            Self::InvitationAccepted => "invitation.accepted",
+            Self::RoleCreated => "role.created",
+            Self::RoleUpdated => "role.updated",
+            Self::RoleDeleted => "role.deleted",
+            Self::RoleAssigned => "role.assigned",
+            Self::RoleUnassigned => "role.unassigned",
         }
     }
 }
@@ -88,6 +126,11 @@ impl AuditEvent {
     pub fn actor_opt(mut self, user_id: Option<Uuid>, session_id: Option<Uuid>) -> Self {
         self.actor_user_id = user_id;
         self.actor_session_id = session_id;
+        self
+    }
+
+    pub fn organization(mut self, organization_id: Uuid) -> Self {
+        self.organization_id = Some(organization_id);
         self
     }
 

@@ -28,6 +28,8 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub policy: PolicySettings,
+    pub mail: MailSettings,
 }
 
 impl Default for Settings {
@@ -41,6 +43,8 @@ impl Default for Settings {
             password: PasswordSettings::default(),
             cache: CacheSettings::default(),
             log: LogSettings::default(),
+            policy: PolicySettings::default(),
+            mail: MailSettings::default(),
         }
     }
 }
@@ -61,6 +65,26 @@ pub struct ServerSettings {
     /// Milliseconds a client has to send the request head before the connection is dropped.
     pub client_request_timeout_ms: u64,
     pub keep_alive_secs: u64,
+    /// The address users reach Tessera's pages at, for links in mail (invitations, ...). Never
+    /// taken from a request's Host header; defaults to `http://<bind>:<port>`.
+    pub public_url: Option<String>,
+}
+
+impl ServerSettings {
+    /// `public_url` without a trailing slash, or the server's own address.
+    pub fn public_base_url(&self, bound_port: u16) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let host = match self.bind.as_str() {
+                    "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+                    other if other.contains(':') => format!("[{other}]"),
+                    other => other.to_owned(),
+                };
+                format!("http://{host}:{bound_port}")
+            }
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -74,6 +98,7 @@ impl Default for ServerSettings {
             max_connections_per_worker: 25_000,
             client_request_timeout_ms: 5_000,
             keep_alive_secs: 15,
+            public_url: None,
         }
     }
 }
@@ -438,5 +463,38 @@ mod tests {
         let mut s = Settings::default();
         s.auth.signing_key = Some(SecretString::from("c2VjcmV0LXNlZWQ=".to_owned()));
         assert!(!format!("{s:?}").contains("c2VjcmV0LXNlZWQ="));
+    }
+}
+
+/// Where the authorization policy comes from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// A directory with `model.conf` and `policy.csv` to use instead of the compiled-in files.
+    pub dir: Option<PathBuf>,
+}
+
+/// Outgoing mail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    /// `outbox`: messages are stored in the database (`tessera mail outbox` prints them).
+    pub transport: MailTransport,
+    /// The From address.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    Outbox,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            transport: MailTransport::Outbox,
+            from: "Tessera <no-reply@localhost>".into(),
+        }
     }
 }

@@ -2,15 +2,17 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
+use crate::authz::{Authz, PolicySet};
 use crate::config::Settings;
-use crate::error::ServiceResult;
+use crate::error::{ServiceError, ServiceResult};
+use crate::mail::Mailer;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
 use crate::users::{User, UserRefresher};
@@ -33,11 +35,34 @@ pub struct AppContext {
     pub users: Arc<UserCache>,
     /// Batches the user cache's background re-reads.
     pub refresher: Arc<UserRefresher>,
+    pub authz: Arc<Authz>,
+    pub mailer: Arc<Mailer>,
+    /// The base of links in mail; set once the server knows its port (see
+    /// [`crate::config::ServerSettings::public_base_url`]).
+    pub public_url: Arc<OnceLock<String>>,
 }
 
 impl AppContext {
+    /// The base URL for links in mail.
+    pub fn public_url(&self) -> String {
+        self.public_url.get().cloned().unwrap_or_else(|| {
+            self.settings
+                .server
+                .public_base_url(self.settings.server.port)
+        })
+    }
+
     pub fn new(db: DatabaseConnection, settings: Settings, keys: TokenKeys) -> ServiceResult<Self> {
         let hasher = PasswordHasher::new(&settings.password)?;
+        let policy = match &settings.policy.dir {
+            Some(dir) => PolicySet::from_dir(dir),
+            None => PolicySet::embedded(),
+        }
+        .map_err(|problems| {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            ServiceError::unexpected_msg(format!("invalid policy:\n{}", lines.join("\n")))
+        })?;
+        let mailer = Mailer::new(settings.mail.clone());
         let users = UserCache::new(
             Duration::from_millis(settings.cache.user_ttl_ms),
             settings.cache.user_capacity,
@@ -50,6 +75,9 @@ impl AppContext {
             revoked: Arc::new(RevokedSessions::default()),
             users: Arc::new(users),
             refresher: Arc::new(UserRefresher::default()),
+            authz: Arc::new(Authz::new(policy)),
+            mailer: Arc::new(mailer),
+            public_url: Arc::new(OnceLock::new()),
         })
     }
 }

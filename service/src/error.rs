@@ -27,6 +27,9 @@ pub enum ServiceError {
     AccountDisabled,
     #[error("forbidden")]
     Forbidden,
+    /// Forbidden for a reason the client can act on, named by a stable code.
+    #[error("forbidden: {0}")]
+    Denied(&'static str),
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]

@@ -1,16 +1,21 @@
-//! Tessera's domain: identity, sessions, tokens, audit and configuration. Never imports actix.
+//! Tessera's domain: identity, sessions, tokens, tenancy, authorization, audit, mail and
+//! configuration. Never imports actix.
 
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod ceiling;
 pub mod config;
 pub mod context;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod mail;
+pub mod paging;
 pub mod passwords;
 pub mod principal;
 pub mod sessions;
+pub mod tenancy;
 pub mod tokens;
 pub mod users;
 

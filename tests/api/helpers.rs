@@ -280,6 +280,69 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Any request with a bearer token and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// `POST path` as `user`, expecting 201; the body.
+    pub async fn create(&self, user: &TestUser, path: &str, body: &Value) -> Value {
+        let res = self.post_authed(path, &user.access_token, body).await;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::CREATED, "POST {path}: {text}");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    /// A new organization owned by `owner`; its id.
+    pub async fn create_org(&self, owner: &TestUser, slug: &str) -> Uuid {
+        let body = self
+            .create(owner, "/v1/orgs", &json!({ "name": slug, "slug": slug }))
+            .await;
+        body["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    pub async fn create_account(&self, owner: &TestUser, org: Uuid, slug: &str) -> Uuid {
+        let body = self
+            .create(
+                owner,
+                &format!("/v1/orgs/{org}/accounts"),
+                &json!({ "name": slug, "slug": slug }),
+            )
+            .await;
+        body["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    pub async fn create_project(
+        &self,
+        owner: &TestUser,
+        org: Uuid,
+        account: Uuid,
+        slug: &str,
+    ) -> Uuid {
+        let body = self
+            .create(
+                owner,
+                &format!("/v1/orgs/{org}/accounts/{account}/projects"),
+                &json!({ "name": slug, "slug": slug }),
+            )
+            .await;
+        body["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
     pub async fn register(&self, email: &str, password: &str, display_name: &str) -> Response {
         self.post_json(
             "/v1/auth/register",

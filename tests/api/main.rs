@@ -11,6 +11,7 @@ mod me;
 mod migrations;
 mod openapi;
 mod ops;
+mod orgs;
 mod plans;
 mod sessions;
 mod tokens;

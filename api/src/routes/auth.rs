@@ -17,6 +17,7 @@ use crate::validation::all_ok;
 
 /// Create an account.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("public"))),
     tag = "auth",
     responses(
         (status = 201, description = "Account created", body = UserResponse),
@@ -53,6 +54,7 @@ pub async fn register(
 ///
 /// Starts a new session. Wrong password and unknown email get the same answer in the same time.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("public"))),
     tag = "auth",
     responses(
         (status = 200, description = "Signed in", body = TokenPair, links(
@@ -91,6 +93,7 @@ pub async fn login(
 ///
 /// Each refresh token works once. Presenting one that was already used revokes its whole session.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("public"))),
     tag = "auth",
     responses(
         (status = 200, description = "New token pair", body = TokenPair, links(
@@ -121,6 +124,7 @@ pub async fn refresh(
 
 /// Sign out: revoke the current session.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
     tag = "auth",
     security(("bearer" = [])),
     responses(

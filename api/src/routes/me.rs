@@ -1,12 +1,12 @@
 //! `/v1/me/*`: the caller's own profile, password and sessions.
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header;
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 use service::audit::AuditAction;
 use service::domain::{DisplayName, Password};
 use service::sessions::SessionService;
 use service::users::{parse_metadata, ProfilePatch, UserService};
-use service::{AppContext, ServiceError};
+use service::AppContext;
 use uuid::Uuid;
 
 use crate::dto::{
@@ -14,6 +14,7 @@ use crate::dto::{
     UserResponse,
 };
 use crate::error::{ApiError, Problem};
+use crate::precondition::expected_version;
 use crate::request_context::{Authenticated, ClientMeta};
 use crate::validation::all_ok;
 
@@ -27,6 +28,7 @@ fn user_response(user: service::users::User) -> HttpResponse {
 
 /// The signed-in user.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
     tag = "me",
     security(("bearer" = [])),
     responses(
@@ -49,6 +51,7 @@ pub async fn get_me(
 ///
 /// Optimistic locking: send the `version` you read in the body, or `If-Match: "<version>"`.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
     tag = "me",
     security(("bearer" = [])),
     params(("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,8}")$"#,
@@ -89,59 +92,9 @@ pub async fn update_me(
     Ok(user_response(user))
 }
 
-/// The version a client claims to have read: the body's `version`, else `If-Match`.
-/// `Ok(None)` means `If-Match: *`: update whatever is current.
-fn expected_version(
-    body_version: Option<i64>,
-    headers: &HeaderMap,
-) -> Result<Option<i32>, ApiError> {
-    let body_version = body_version
-        .map(|v| {
-            i32::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| {
-                ServiceError::validation(
-                    "version",
-                    "invalid_version",
-                    "version must be between 1 and 2147483647",
-                )
-            })
-        })
-        .transpose()?;
-    let header_version = match headers.get(header::IF_MATCH) {
-        None => None,
-        Some(value) => {
-            let value = value.to_str().unwrap_or_default().trim();
-            if value == "*" {
-                Some(None)
-            } else {
-                let parsed = value
-                    .strip_prefix("W/")
-                    .unwrap_or(value)
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .filter(|v| *v >= 1);
-                Some(Some(parsed.ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_if_match",
-                        "If-Match must be * or a quoted version such as \"3\"",
-                    )
-                })?))
-            }
-        }
-    };
-    match (body_version, header_version) {
-        (Some(b), Some(Some(h))) if b != h => Err(ApiError::bad_request(
-            "conflicting_versions",
-            "the body's version and If-Match disagree",
-        )),
-        (Some(v), _) => Ok(Some(v)),
-        (None, Some(h)) => Ok(h),
-        (None, None) => Err(ServiceError::PreconditionRequired.into()),
-    }
-}
-
 /// Change the password; every other session is signed out.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
     tag = "me",
     security(("bearer" = [])),
     responses(
@@ -167,6 +120,7 @@ pub async fn change_password(
 
 /// The signed-in user's live sessions, newest first.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
     tag = "me",
     security(("bearer" = [])),
     responses(
@@ -189,6 +143,7 @@ pub async fn list_sessions(
 
 /// Revoke every session but the current one.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
     tag = "me",
     security(("bearer" = [])),
     responses(
@@ -208,6 +163,7 @@ pub async fn revoke_other_sessions(
 
 /// Revoke one of the signed-in user's sessions (the current one too: that signs out).
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
     tag = "me",
     security(("bearer" = [])),
     params(("session_id" = Uuid, Path, description = "Session id")),

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod me;
 pub mod ops;
+pub mod orgs;
 
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -23,6 +24,21 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(me::change_password)
                 .service(me::list_sessions)
                 .service(me::revoke_other_sessions)
-                .service(me::revoke_session),
+                .service(me::revoke_session)
+                .service(orgs::create_org)
+                .service(orgs::list_orgs)
+                .service(orgs::get_org)
+                .service(orgs::update_org)
+                .service(orgs::delete_org)
+                .service(orgs::create_account)
+                .service(orgs::list_accounts)
+                .service(orgs::get_account)
+                .service(orgs::update_account)
+                .service(orgs::delete_account)
+                .service(orgs::create_project)
+                .service(orgs::list_projects)
+                .service(orgs::get_project)
+                .service(orgs::update_project)
+                .service(orgs::delete_project),
         );
 }

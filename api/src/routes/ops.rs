@@ -7,7 +7,7 @@ use crate::dto::{Health, Jwks};
 use crate::error::{ApiError, Problem};
 
 /// Liveness: the process answers.
-#[utoipa::path(tag = "ops", responses((status = 200, description = "Alive", body = Health)))]
+#[utoipa::path(tag = "ops", extensions(("x-required-permission" = json!("public"))), responses((status = 200, description = "Alive", body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
@@ -17,6 +17,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: the database answers and every migration is applied.
 #[utoipa::path(
+    extensions(("x-required-permission" = json!("public"))),
     tag = "ops",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -42,7 +43,7 @@ pub async fn readyz(ctx: web::Data<AppContext>) -> Result<HttpResponse, ApiError
 }
 
 /// The public keys that verify access tokens (RFC 7517).
-#[utoipa::path(tag = "ops", responses((status = 200, description = "JSON Web Key Set", body = Jwks)))]
+#[utoipa::path(tag = "ops", extensions(("x-required-permission" = json!("public"))), responses((status = 200, description = "JSON Web Key Set", body = Jwks)))]
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(ctx: web::Data<AppContext>) -> HttpResponse {
     HttpResponse::Ok()

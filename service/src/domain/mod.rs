@@ -7,3 +7,6 @@ mod password;
 pub use display_name::DisplayName;
 pub use email::Email;
 pub use password::{Password, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
+mod tenancy;
+
+pub use tenancy::{parse_description, ResourceName, RoleName, Slug};
