@@ -2,7 +2,6 @@
 
 pub mod audit;
 pub mod auth;
-pub mod ceiling;
 pub mod config;
 pub mod context;
 pub mod db;
