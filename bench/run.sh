@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Load benchmarks of a release build on PostgreSQL (see BENCHMARKS.md).
 #
-#   bench/run.sh            full run (about 9 minutes after the build), rewrites the generated section of BENCHMARKS.md
+#   bench/run.sh            full run (about 6 minutes after the build), rewrites the generated section of BENCHMARKS.md
 #   bench/run.sh --smoke    a few seconds per scenario, results to stdout only (CI)
 #
-# Other flags go to tessera-bench (`--help`). Needs PostgreSQL on 127.0.0.1:5432 (or
-# TESSERA_BENCH_PG_URL, a database whose user may CREATE DATABASE) and `psql`; installs oha
-# into /var/tmp/tessera-tools if missing. Everything runs on loopback and is bounded in time.
+# Other flags go to tessera-bench (`--help`). Runs its own PostgreSQL cluster (needs the server
+# binaries under /usr/lib/postgresql), or uses TESSERA_BENCH_PG_URL, a server whose user may
+# CREATE DATABASE; installs oha into /var/tmp/tessera-tools if missing. Everything runs on
+# loopback and is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tessera-target}"
 TOOLS="${TESSERA_TOOLS:-/var/tmp/tessera-tools}"
 export TESSERA_BENCH_OHA="${TESSERA_BENCH_OHA:-$TOOLS/bin/oha}"
-PG_URL="${TESSERA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 # The load tool's version is part of what a result means (the report names it): the one this
 # script installs is pinned, and reinstalled when $TOOLS holds another. An oha given through
@@ -25,15 +25,6 @@ if [ "$TESSERA_BENCH_OHA" = "$TOOLS/bin/oha" ] &&
     cargo install oha --version "$OHA_VERSION" --locked --force --root "$TOOLS"
 elif ! [ -x "$TESSERA_BENCH_OHA" ]; then
     echo "bench/run.sh: no oha at TESSERA_BENCH_OHA=$TESSERA_BENCH_OHA" >&2
-    exit 1
-fi
-
-if ! command -v psql >/dev/null; then
-    echo "bench/run.sh: psql (PostgreSQL client) is required" >&2
-    exit 1
-fi
-if ! psql "$PG_URL" -qAtXc 'select 1' >/dev/null 2>&1; then
-    echo "bench/run.sh: PostgreSQL not reachable at $PG_URL" >&2
     exit 1
 fi
 
@@ -59,4 +50,4 @@ case "${TESSERA_BENCH_PROFILE:-release}" in
 esac
 
 export TESSERA_BENCH_COMMAND="bench/run.sh${*:+ $*}"
-exec "$BIN/tessera-bench" --tessera "$BIN/tessera" --pg-url "$PG_URL" "$@"
+exec "$BIN/tessera-bench" --tessera "$BIN/tessera" "$@"

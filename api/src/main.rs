@@ -41,12 +41,6 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
-    /// Reference measurements for the benchmarks (same binary, same build).
-    #[command(hide = true)]
-    Ceiling {
-        #[command(subcommand)]
-        action: CeilingAction,
-    },
     /// Operator actions.
     Admin {
         #[command(subcommand)]
@@ -70,40 +64,6 @@ enum MigrateAction {
         /// Confirm dropping every table, required when environment = "production".
         #[arg(long)]
         yes: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum CeilingAction {
-    /// Raw Argon2id verifications per second with the configured parameters.
-    Argon2 {
-        #[arg(long)]
-        threads: Option<usize>,
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
-    /// Refresh-token rotation through the service layer, no HTTP: signs `sessions` sessions in
-    /// as EMAIL (password in TESSERA_CEILING_PASSWORD), chains refreshes on them for `seconds`,
-    /// closed loop or at `rate` per second; prints one JSON line.
-    Refresh {
-        email: String,
-        #[arg(long, default_value_t = 32)]
-        sessions: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long)]
-        rate: Option<f64>,
-        /// After printing the result, keep the database connections open until stdin closes
-        /// (so the caller can read the backends' CPU before they exit).
-        #[arg(long)]
-        hold: bool,
-    },
-    /// A plain actix JSON handler at GET /plain, nothing else, until killed.
-    PlainHttp {
-        #[arg(long, default_value_t = 8089)]
-        port: u16,
-        #[arg(long)]
-        workers: Option<usize>,
     },
 }
 
@@ -177,72 +137,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        Command::Ceiling { action } => match action {
-            CeilingAction::Argon2 { threads, seconds } => {
-                let settings = load()?;
-                let threads = threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-                let rate = service::passwords::raw_verify_rate(
-                    &settings.password,
-                    threads,
-                    std::time::Duration::from_secs(seconds),
-                )?;
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "verifies_per_sec": rate,
-                        "threads": threads,
-                        "memory_kib": settings.password.memory_kib,
-                        "iterations": settings.password.iterations,
-                        "parallelism": settings.password.parallelism,
-                    })
-                );
-            }
-            CeilingAction::Refresh {
-                email,
-                sessions,
-                seconds,
-                rate,
-                hold,
-            } => {
-                let email = service::domain::Email::parse(&email)?;
-                let password = std::env::var("TESSERA_CEILING_PASSWORD")
-                    .map_err(|_| "set TESSERA_CEILING_PASSWORD to the user's password")?;
-                let plan = service::ceiling::RefreshPlan {
-                    sessions,
-                    duration: std::time::Duration::from_secs(seconds),
-                    rate,
-                };
-                let ctx = Application::context_for(load()?).await?;
-                let measured =
-                    service::ceiling::refresh(&ctx, &email, &password.into(), plan).await?;
-                println!("{}", serde_json::to_string(&measured)?);
-                if hold {
-                    tokio::task::spawn_blocking(|| {
-                        let mut line = String::new();
-                        std::io::stdin().read_line(&mut line)
-                    })
-                    .await??;
-                }
-            }
-            CeilingAction::PlainHttp { port, workers } => {
-                let workers = workers
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-                actix_web::HttpServer::new(|| {
-                    actix_web::App::new().route(
-                        "/plain",
-                        actix_web::web::get().to(|| async {
-                            actix_web::HttpResponse::Ok()
-                                .json(serde_json::json!({ "status": "ok" }))
-                        }),
-                    )
-                })
-                .workers(workers)
-                .bind(("127.0.0.1", port))?
-                .run()
-                .await?;
-            }
-        },
         Command::Admin { action } => {
             let settings = load()?;
             let db = service::db::connect(&settings.database).await?;

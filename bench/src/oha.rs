@@ -1,228 +1,136 @@
-//! Fixed-request load with `oha` (`--no-tui --output-format json`), parsed into a [`Measurement`].
+//! Fixed requests with oha (`--output-format json`), read into a [`Measurement`].
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::measure::Measurement;
-use crate::procs::run_tool;
+use crate::load::Measurement;
 
 #[derive(Debug, Clone)]
 pub struct Load {
     pub url: String,
-    pub method: &'static str,
     pub body: Option<String>,
-    pub headers: Vec<String>,
+    pub header: Option<String>,
     pub connections: usize,
-    pub duration: Duration,
-    /// Total requests per second (`-q`), with `--latency-correction`: latency counted from when
-    /// oha's pacer released the request, so time spent waiting for a free connection counts.
+    pub run: Duration,
+    /// Requests per second on oha's schedule, with `--latency-correction` (a request's latency
+    /// counts from when its turn came, so waiting for a free connection counts).
     pub rate: Option<f64>,
 }
 
 impl Load {
-    pub fn get(url: String, connections: usize, duration: Duration) -> Self {
+    pub fn new(url: String, connections: usize, run: Duration) -> Self {
         Self {
             url,
-            method: "GET",
             body: None,
-            headers: Vec::new(),
+            header: None,
             connections,
-            duration,
+            run,
             rate: None,
         }
     }
-
-    pub fn post_json(url: String, body: String, connections: usize, duration: Duration) -> Self {
-        Self {
-            method: "POST",
-            body: Some(body),
-            ..Self::get(url, connections, duration)
-        }
-    }
-
-    pub fn header(mut self, h: String) -> Self {
-        self.headers.push(h);
-        self
-    }
-
-    pub fn rate(mut self, qps: f64) -> Self {
-        self.rate = Some(qps);
-        self
-    }
-
-    /// oha's arguments for this load: JSON out, the success/failure latency breakdown, and
-    /// requests in flight at the deadline waited for instead of counted as errors.
-    fn args(&self) -> Vec<String> {
-        let fixed = ["--no-tui", "--output-format", "json", "--no-color", "-w"];
-        let mut args: Vec<String> = fixed.map(str::to_owned).into();
-        args.push("--stats-success-breakdown".into());
-        args.extend(["-c".into(), self.connections.to_string()]);
-        args.extend(["-z".into(), format!("{}ms", self.duration.as_millis())]);
-        args.extend(["-m".into(), self.method.into()]);
-        if let Some(q) = self.rate {
-            args.extend([
-                "-q".into(),
-                format!("{q:.2}"),
-                "--latency-correction".into(),
-            ]);
-        }
-        if let Some(body) = &self.body {
-            args.extend([
-                "-T".into(),
-                "application/json".into(),
-                "-d".into(),
-                body.clone(),
-            ]);
-        }
-        for h in &self.headers {
-            args.extend(["-H".into(), h.clone()]);
-        }
-        args.push(self.url.clone());
-        args
-    }
-
-    /// How the load is described in the report (secrets such as the bearer token left out).
-    pub fn describe(&self) -> String {
-        let mut s = format!(
-            "oha -c {} -z {}s",
-            self.connections,
-            self.duration.as_secs()
-        );
-        if let Some(q) = self.rate {
-            s.push_str(&format!(" -q {q:.0} --latency-correction"));
-        }
-        s
-    }
 }
 
-pub struct Oha {
-    pub bin: PathBuf,
-}
+pub struct Oha(pub PathBuf);
 
 impl Oha {
-    pub fn new(bin: &Path) -> Self {
-        Self {
-            bin: bin.to_owned(),
-        }
-    }
-
     pub async fn version(&self) -> Result<String> {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = std::process::Command::new(&self.0);
         cmd.arg("--version");
-        let out = run_tool(cmd).await?;
+        let out = crate::env::output(cmd).await?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     pub async fn run(&self, load: &Load) -> Result<Measurement> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(load.args());
-        let out = run_tool(cmd).await.context("running oha")?;
+        let mut cmd = std::process::Command::new(&self.0);
+        cmd.args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "--stats-success-breakdown",
+            "-w",
+        ])
+        .args(["-c", &load.connections.to_string()])
+        .args(["-z", &format!("{}ms", load.run.as_millis())]);
+        if let Some(q) = load.rate {
+            cmd.args(["-q", &format!("{q:.2}"), "--latency-correction"]);
+        }
+        if let Some(body) = &load.body {
+            cmd.args(["-m", "POST", "-T", "application/json", "-d", body]);
+        }
+        if let Some(h) = &load.header {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(&load.url);
+        let out = crate::env::output(cmd).await.context("running oha")?;
         let json: Value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
                 "oha printed no JSON: {}",
-                String::from_utf8_lossy(&out.stdout)
+                String::from_utf8_lossy(&out.stderr)
             )
         })?;
-        parse(&json)
+        let mut m = parse(&json)?;
+        m.offered = load
+            .rate
+            .map(|q| (q * load.run.as_secs_f64()).round() as u64);
+        Ok(m)
     }
-}
-
-fn ms(v: &Value, section: &str, key: &str) -> Option<f64> {
-    v.get(section)?.get(key)?.as_f64().map(|s| s * 1000.0)
 }
 
 fn parse(json: &Value) -> Result<Measurement> {
-    let elapsed_s = json
-        .pointer("/summary/total")
-        .and_then(Value::as_f64)
-        .context("oha JSON without summary.total")?;
-    let mut statuses = BTreeMap::new();
-    if let Some(dist) = json
-        .get("statusCodeDistribution")
-        .and_then(Value::as_object)
-    {
-        for (code, n) in dist {
-            if let (Ok(code), Some(n)) = (code.parse::<u16>(), n.as_u64()) {
-                statuses.insert(code, n);
-            }
-        }
-    }
-    let mut errors = BTreeMap::new();
-    if let Some(dist) = json.get("errorDistribution").and_then(Value::as_object) {
-        for (err, n) in dist {
-            errors.insert(err.clone(), n.as_u64().unwrap_or(0));
-        }
-    }
+    let ms = |section: &str| json.get(section)?.get("p99")?.as_f64().map(|s| s * 1e3);
+    let counts = |key: &str| {
+        let dist = json
+            .get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        dist.map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+            .collect::<Vec<_>>()
+    };
     Ok(Measurement {
-        elapsed_s,
-        statuses,
-        errors,
-        p50_ms: ms(json, "latencyPercentiles", "p50"),
-        p99_ms: ms(json, "latencyPercentiles", "p99"),
-        rejected_p99_ms: ms(json, "latencyPercentilesNotSuccessful", "p99"),
-        ok_p99_ms: ms(json, "latencyPercentilesSuccessful", "p99"),
-        schedule_behind_ms: None,
-        timed_us: Vec::new(),
-        origin: None,
-        usage: Default::default(),
+        secs: json
+            .pointer("/summary/total")
+            .and_then(Value::as_f64)
+            .context("oha JSON without summary.total")?,
+        statuses: counts("statusCodeDistribution")
+            .into_iter()
+            .filter_map(|(k, n)| Some((k.parse().ok()?, n)))
+            .collect(),
+        errors: counts("errorDistribution").into_iter().collect(),
+        p50_ms: json
+            .pointer("/latencyPercentiles/p50")
+            .and_then(Value::as_f64)
+            .map(|s| s * 1e3),
+        p99_ms: ms("latencyPercentiles"),
+        ok_p99_ms: ms("latencyPercentilesSuccessful"),
+        refused_p99_ms: ms("latencyPercentilesNotSuccessful"),
+        ..Measurement::default()
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn paced_load_args_and_description() {
-        let load = Load::get(
-            "http://127.0.0.1:1/v1/me".into(),
-            64,
-            Duration::from_secs(15),
-        )
-        .header("Authorization: Bearer secret".into())
-        .rate(20_000.0);
-        let args = load.args();
-        let at = |flag: &str| args.iter().position(|a| a == flag).unwrap();
-        assert_eq!(args[at("-c") + 1], "64");
-        assert_eq!(args[at("-z") + 1], "15000ms");
-        assert_eq!(args[at("-q") + 1], "20000.00");
-        assert_eq!(args[at("-q") + 2], "--latency-correction");
-        assert_eq!(args[at("-H") + 1], "Authorization: Bearer secret");
-        assert!(args.contains(&"-w".to_owned()));
-        assert_eq!(args.last().unwrap(), "http://127.0.0.1:1/v1/me");
-        // The report names the load, never its headers.
+    fn reads_ohas_json() {
+        let json = serde_json::json!({
+            "summary": { "total": 2.0 },
+            "statusCodeDistribution": { "200": 90, "503": 10 },
+            "errorDistribution": { "connection reset": 1 },
+            "latencyPercentiles": { "p50": 0.001, "p99": 0.004 },
+            "latencyPercentilesSuccessful": { "p99": 0.005 },
+            "latencyPercentilesNotSuccessful": { "p99": 0.002 },
+        });
+        let m = super::parse(&json).unwrap();
         assert_eq!(
-            load.describe(),
-            "oha -c 64 -z 15s -q 20000 --latency-correction"
+            (m.ok(), m.rps(), m.answers().as_str()),
+            (90, 45.0, "200×90, 503×10, connection reset×1")
         );
-        let closed = Load::post_json("u".into(), "{}".into(), 8, Duration::from_secs(5));
-        assert!(!closed.args().contains(&"-q".to_owned()));
-        assert_eq!(closed.describe(), "oha -c 8 -z 5s");
-    }
-
-    #[test]
-    fn parses_oha_json() {
-        let json: Value = serde_json::from_str(
-            r#"{"summary":{"successRate":1.0,"total":2.0,"requestsPerSec":7.0},
-                "latencyPercentiles":{"p50":0.001,"p99":0.0125},
-                "latencyPercentilesSuccessful":{"p50":0.001,"p99":0.01},
-                "latencyPercentilesNotSuccessful":{"p50":null,"p99":null},
-                "statusCodeDistribution":{"200":12,"503":2},
-                "errorDistribution":{"connection closed":1}}"#,
-        )
-        .unwrap();
-        let m = parse(&json).unwrap();
-        assert_eq!(m.ok(), 12);
-        assert_eq!(m.ok_rps(), 6.0);
-        assert_eq!(m.p50_ms, Some(1.0));
-        assert_eq!(m.p99_ms, Some(12.5));
-        assert_eq!(m.ok_p99_ms, Some(10.0));
-        assert_eq!(m.rejected_p99_ms, None);
-        assert_eq!(m.errors["connection closed"], 1);
+        assert_eq!(
+            (m.p99_ms, m.ok_p99_ms, m.refused_p99_ms),
+            (Some(4.0), Some(5.0), Some(2.0))
+        );
     }
 }

@@ -3,7 +3,6 @@
 //! verification through the hashing pool against a raw Argon2id verification.
 //!
 //!     cargo bench -p service --bench hot_paths
-//!     bench/criterion.sh     (runs it, then writes the results into BENCHMARKS.md)
 //!
 //! A group's bench named `ceiling: …` is the raw operation its other benches are compared with;
 //! one per group.
@@ -58,7 +57,7 @@ fn access_tokens(c: &mut Criterion) {
     header.kid = Some(keys.kid().to_owned());
     let claims = keys.verify_access(&sample).expect("verify");
     group.bench_function(
-        "jsonwebtoken::encode (re-parses the key per token; replaced in 6c82920)",
+        "jsonwebtoken::encode (re-parses the key per token: why issue_access signs itself)",
         |b| b.iter(|| jsonwebtoken::encode(&header, black_box(&claims), &encoding)),
     );
     group.finish();

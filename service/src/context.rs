@@ -1,7 +1,6 @@
 //! Everything a request needs from the domain, built once at startup and shared by all workers.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::mail::Mailer;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
-use crate::users::{User, UserRefresher};
+use crate::users::User;
 
 /// Who made a request, for sessions and the audit log.
 #[derive(Debug, Clone, Default)]
@@ -33,8 +32,6 @@ pub struct AppContext {
     pub keys: Arc<TokenKeys>,
     pub revoked: Arc<RevokedSessions>,
     pub users: Arc<UserCache>,
-    /// Batches the user cache's background re-reads.
-    pub refresher: Arc<UserRefresher>,
     pub authz: Arc<Authz>,
     pub mailer: Arc<Mailer>,
     /// The base of links in mail; set once the server knows its port (see
@@ -74,7 +71,6 @@ impl AppContext {
             keys: Arc::new(keys),
             revoked: Arc::new(RevokedSessions::default()),
             users: Arc::new(users),
-            refresher: Arc::new(UserRefresher::default()),
             authz: Arc::new(Authz::new(policy)),
             mailer: Arc::new(mailer),
             public_url: Arc::new(OnceLock::new()),
@@ -112,16 +108,8 @@ impl RevokedSessions {
 }
 
 /// Recently read users, for a short time (`cache.user_ttl_ms`); see [`crate::config::CacheSettings`].
-/// No `Debug`: the rows carry password hashes.
-///
-/// Refresh-ahead: once an entry is three quarters of its TTL old, the next lookup still gets it but
-/// is told to re-read the row in the background (one lookup per entry is told so), so users seen
-/// at least every quarter TTL never wait for the database, at the cost of one read per user every
-/// ~3/4 TTL instead of every TTL; nothing is served older than the TTL: an entry whose refresh did
-/// not land in time expires as before and is read in the request path.
-/// Share of the TTL after which a cached user is re-read in the background.
-const REFRESH_AFTER: f64 = 0.75;
-
+/// A plain TTL cache: an entry is served until it is `ttl` old, then the next lookup reads the
+/// row. No `Debug`: the rows carry password hashes.
 pub struct UserCache {
     ttl: Duration,
     capacity: usize,
@@ -131,6 +119,11 @@ pub struct UserCache {
 #[derive(Default)]
 struct CacheInner {
     entries: HashMap<Uuid, CacheEntry>,
+    /// Keys in the order they were stored, so the oldest (the first to expire, the TTL being the
+    /// same for all) are evicted one at a time: never a sweep or a clear of the whole map under
+    /// the write lock, which would stall every lookup behind it. May name an entry stored again
+    /// since; such stale items are skipped.
+    order: VecDeque<(Instant, Uuid)>,
     /// When this instance last dropped a user's entry because it changed the row: a read that
     /// began before that must not be cached (kept one TTL; older reads would be expired anyway).
     forgotten: HashMap<Uuid, Instant>,
@@ -139,16 +132,6 @@ struct CacheInner {
 struct CacheEntry {
     stored_at: Instant,
     user: User,
-    /// A background re-read was handed out for this entry.
-    refreshing: AtomicBool,
-}
-
-/// A cached user, and whether the caller should re-read it in the background.
-pub struct CachedUser {
-    pub user: User,
-    pub refresh: bool,
-    /// Identifies the entry, for [`UserCache::put_refreshed`].
-    pub stored_at: Instant,
 }
 
 impl UserCache {
@@ -160,33 +143,10 @@ impl UserCache {
         }
     }
 
-    pub fn get(&self, id: &Uuid) -> Option<CachedUser> {
+    pub fn get(&self, id: &Uuid) -> Option<User> {
         let inner = self.inner.read().ok()?;
         let entry = inner.entries.get(id)?;
-        let age = entry.stored_at.elapsed();
-        if age >= self.ttl {
-            return None;
-        }
-        let refresh = age >= self.ttl.mul_f64(REFRESH_AFTER)
-            && !entry.refreshing.swap(true, Ordering::AcqRel);
-        Some(CachedUser {
-            user: entry.user.clone(),
-            refresh,
-            stored_at: entry.stored_at,
-        })
-    }
-
-    /// Stores the row a background refresh read (the read began at `read_started`), only if the
-    /// entry it refreshes is still the one cached: if this instance wrote or forgot the user in
-    /// the meantime, the refresh's older read must not bring the old row back.
-    pub fn put_refreshed(&self, user: &User, replaces: Instant, read_started: Instant) {
-        if let Ok(mut inner) = self.inner.write() {
-            match inner.entries.get(&user.id) {
-                Some(e) if e.stored_at == replaces && e.user.version <= user.version => {}
-                _ => return,
-            }
-            self.insert(&mut inner, user, read_started);
-        }
+        (entry.stored_at.elapsed() < self.ttl).then(|| entry.user.clone())
     }
 
     /// Stores a row read from the database in a read that began at `read_started`, unless this
@@ -241,20 +201,22 @@ impl UserCache {
         if self.ttl.is_zero() {
             return;
         }
-        if inner.entries.len() >= self.capacity {
-            inner
-                .entries
-                .retain(|_, e| e.stored_at.elapsed() < self.ttl);
-            if inner.entries.len() >= self.capacity {
-                inner.entries.clear();
+        // Drop what has expired, then the oldest while full: a few entries per insert at most.
+        while let Some(&(at, id)) = inner.order.front() {
+            if at.elapsed() < self.ttl && inner.entries.len() < self.capacity {
+                break;
+            }
+            inner.order.pop_front();
+            if inner.entries.get(&id).is_some_and(|e| e.stored_at == at) {
+                inner.entries.remove(&id);
             }
         }
+        inner.order.push_back((stored_at, user.id));
         inner.entries.insert(
             user.id,
             CacheEntry {
                 stored_at,
                 user: user.clone(),
-                refreshing: AtomicBool::new(false),
             },
         );
     }
@@ -287,54 +249,41 @@ mod tests {
     }
 
     fn name(cache: &UserCache) -> String {
-        cache.get(&Uuid::nil()).expect("cached").user.display_name
+        cache.get(&Uuid::nil()).expect("cached").display_name
     }
 
     #[test]
-    fn refresh_is_handed_out_once_late_in_the_ttl_and_entries_expire() {
-        // Generous margins: sleeps may overshoot on a loaded machine.
-        let cache = UserCache::new(Duration::from_millis(1_000), 10);
+    fn entries_expire_at_the_ttl() {
+        let cache = UserCache::new(Duration::from_millis(200), 10);
         cache.put(&user(1, "a"));
-        let first = cache.get(&Uuid::nil()).expect("cached");
-        assert!(!first.refresh, "young entries need no refresh");
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(!cache.get(&Uuid::nil()).expect("cached").refresh, "not yet");
-        std::thread::sleep(Duration::from_millis(500));
-        let late = cache.get(&Uuid::nil());
-        if let Some(late) = late {
-            assert!(late.refresh, "past 3/4 of the TTL");
-            assert!(
-                cache.get(&Uuid::nil()).is_none_or(|c| !c.refresh),
-                "only one lookup is asked to refresh"
-            );
-        }
+        assert_eq!(name(&cache), "a");
         std::thread::sleep(Duration::from_millis(250));
         assert!(cache.get(&Uuid::nil()).is_none(), "expired at the TTL");
-        // A refresh that lands starts a new lifetime.
-        cache.put(&user(1, "a"));
-        assert!(!cache.get(&Uuid::nil()).expect("cached").refresh);
     }
 
     #[test]
-    fn a_refresh_never_replaces_an_entry_written_or_forgotten_meanwhile() {
-        let cache = UserCache::new(Duration::from_secs(60), 10);
-        cache.put(&user(1, "old"));
-        let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
-        let read_started = Instant::now();
-        // This instance forgets the user (e.g. a password change) while the refresh reads.
-        cache.forget(&Uuid::nil());
-        cache.put_refreshed(&user(1, "old"), handed_out, read_started);
-        assert!(cache.get(&Uuid::nil()).is_none(), "not brought back");
-        // ... or writes a new row meanwhile.
-        cache.put(&user(1, "old"));
-        let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
-        cache.put(&user(2, "written here"));
-        cache.put_refreshed(&user(1, "old"), handed_out, Instant::now());
-        assert_eq!(name(&cache), "written here");
-        // Undisturbed, the refreshed row lands.
-        let handed_out = cache.get(&Uuid::nil()).unwrap().stored_at;
-        cache.put_refreshed(&user(3, "changed elsewhere"), handed_out, Instant::now());
-        assert_eq!(name(&cache), "changed elsewhere");
+    fn a_full_cache_evicts_its_oldest_entries_one_at_a_time() {
+        let cache = UserCache::new(Duration::from_secs(60), 3);
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        for id in &ids {
+            cache.put(&User {
+                id: *id,
+                ..user(1, "x")
+            });
+        }
+        let kept: Vec<bool> = ids.iter().map(|id| cache.get(id).is_some()).collect();
+        assert_eq!(kept, [false, false, true, true, true]);
+        // Storing a user again moves it to the back; its stale place in the order is skipped.
+        cache.put(&User {
+            id: ids[2],
+            ..user(2, "again")
+        });
+        cache.put(&User {
+            id: ids[0],
+            ..user(1, "x")
+        });
+        let kept: Vec<bool> = ids.iter().map(|id| cache.get(id).is_some()).collect();
+        assert_eq!(kept, [true, false, true, false, true]);
     }
 
     #[test]

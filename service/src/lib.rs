@@ -4,7 +4,6 @@
 pub mod audit;
 pub mod auth;
 pub mod authz;
-pub mod ceiling;
 pub mod config;
 pub mod context;
 pub mod db;

@@ -3,8 +3,8 @@
 //! refused at once (503), so overload answers fast instead of building multi-second tails.
 //!
 //! Each hashing thread owns one Argon2 arena for its whole life instead of mapping, faulting in
-//! and unmapping `memory_kib` of fresh memory per call (on this 2-core VM that was a fifth of
-//! every verification's CPU, spent in the kernel). The arena is wiped when each hash returns
+//! and unmapping `memory_kib` of fresh memory per call, kernel work that would cost a large share
+//! of every verification's CPU. The arena is wiped when each hash returns
 //! (argon2-rust's `zeroize-memory`), so no password-derived block outlives its call. A thread
 //! that finishes a hash takes the next queued one itself, with no round trip through the async
 //! runtime in between; a queued job whose request has gone away is dropped unhashed, and one that
@@ -38,8 +38,8 @@ fn configured_params(settings: &PasswordSettings) -> ServiceResult<Params> {
         .map_err(|e| ServiceError::unexpected_msg(format!("argon2 parameters: {e}")))
 }
 
-/// Argon2id with the parameters the settings ask for: what the hashing threads, the ceiling
-/// (`tessera ceiling argon2`) and the in-process benchmarks run.
+/// Argon2id with the parameters the settings ask for: what the hashing threads and the
+/// benchmarks run.
 pub fn configured_argon2(settings: &PasswordSettings) -> ServiceResult<Argon2> {
     Ok(Argon2::new(
         Algorithm::Argon2id,
@@ -320,42 +320,6 @@ impl PasswordHasher {
     pub fn hashes_computed(&self) -> u64 {
         self.hashed.load(Ordering::Relaxed)
     }
-}
-
-/// Raw Argon2id verification throughput with these parameters on `threads` OS threads for
-/// `duration`: the ceiling the login benchmark is compared against. No pool, no queue, no I/O.
-pub fn raw_verify_rate(
-    settings: &PasswordSettings,
-    threads: usize,
-    duration: Duration,
-) -> ServiceResult<f64> {
-    let argon = configured_argon2(settings)?;
-    let phc = argon
-        .hash_password_with_random_salt(b"ceiling password")
-        .map_err(|e| ServiceError::unexpected_msg(format!("argon2: {e}")))?;
-    let start = std::time::Instant::now();
-    let deadline = start + duration;
-    let total: u64 = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                let phc = phc.as_str();
-                scope.spawn(move || {
-                    // One reused arena per thread, as the server's pool does: the fastest way
-                    // this library verifies, so the ceiling is not flattered by a slower baseline.
-                    let mut hasher = argon.hasher();
-                    let mut n = 0u64;
-                    while std::time::Instant::now() < deadline {
-                        let _ =
-                            hasher.verify_encoded(phc, b"ceiling password", Algorithm::Argon2id);
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-    });
-    Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

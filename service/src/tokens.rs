@@ -1,7 +1,7 @@
 //! Access tokens (EdDSA-signed JWTs, algorithm pinned), the JWKS that publishes their keys, and
 //! opaque refresh tokens that are stored only as SHA-256 hashes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -278,36 +278,48 @@ impl TokenKeys {
 /// until they expire: a client reusing its access token costs a hash and a lookup instead of an
 /// Ed25519 verification. Revocation is checked after this cache, so it changes nothing there.
 struct VerifiedCache {
-    entries: RwLock<HashMap<[u8; 32], AccessClaims>>,
+    inner: RwLock<Verified>,
     capacity: usize,
     leeway: i64,
+}
+
+#[derive(Default)]
+struct Verified {
+    claims: HashMap<[u8; 32], AccessClaims>,
+    /// Digests in the order they were first seen, for eviction: expired entries and, when full,
+    /// the oldest go a few at a time per insert, never the whole map at once under the write
+    /// lock (clearing 100,000 entries stalls every request behind it, then costs as many
+    /// signature checks). Tokens get the same lifetime, so first seen is close to first to expire.
+    order: VecDeque<(i64, [u8; 32])>,
 }
 
 impl VerifiedCache {
     fn new(capacity: usize, leeway: i64) -> Self {
         Self {
-            entries: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Verified::default()),
             capacity,
             leeway,
         }
     }
 
     fn get(&self, digest: &[u8; 32], now: i64) -> Option<AccessClaims> {
-        let entries = self.entries.read().ok()?;
-        let claims = entries.get(digest)?;
+        let inner = self.inner.read().ok()?;
+        let claims = inner.claims.get(digest)?;
         // Time claims are re-checked on every use; the signature and the rest cannot change.
         (claims.exp + self.leeway > now && claims.nbf - self.leeway <= now).then(|| claims.clone())
     }
 
     fn insert(&self, digest: [u8; 32], claims: AccessClaims, now: i64) {
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= self.capacity {
-                entries.retain(|_, c| c.exp + self.leeway > now);
-                if entries.len() >= self.capacity {
-                    entries.clear();
+        if let Ok(mut inner) = self.inner.write() {
+            while let Some(&(exp, old)) = inner.order.front() {
+                if exp + self.leeway > now && inner.claims.len() < self.capacity {
+                    break;
                 }
+                inner.order.pop_front();
+                inner.claims.remove(&old);
             }
-            entries.insert(digest, claims);
+            inner.order.push_back((claims.exp, digest));
+            inner.claims.insert(digest, claims);
         }
     }
 }
@@ -398,6 +410,28 @@ mod tests {
             k.verify_access(&token).is_err(),
             "expired even though cached"
         );
+    }
+
+    #[test]
+    fn a_full_verified_cache_evicts_its_oldest_entries_one_at_a_time() {
+        let k = keys();
+        let cache = VerifiedCache::new(3, 0);
+        let now = Utc::now().timestamp();
+        let token = k
+            .issue_access(Uuid::now_v7(), Uuid::now_v7(), Utc::now())
+            .unwrap();
+        let claims = k.verify_access(&token).unwrap();
+        for i in 0..5u8 {
+            cache.insert([i; 32], claims.clone(), now);
+        }
+        let kept: Vec<bool> = (0..5u8)
+            .map(|i| cache.get(&[i; 32], now).is_some())
+            .collect();
+        assert_eq!(kept, [false, false, true, true, true]);
+        // Once expired, entries go as new ones come, however few.
+        let later = claims.exp + 1;
+        cache.insert([9; 32], claims.clone(), later);
+        assert_eq!(cache.inner.read().unwrap().claims.len(), 1);
     }
 
     #[test]

@@ -129,14 +129,11 @@ impl UserService {
             .ok_or(ServiceError::NotFound)
     }
 
-    /// A live user, served from this instance's short-lived cache when it can be (re-read in the
-    /// background late in its TTL; see [`crate::context::UserCache`]).
+    /// A live user, served from this instance's short-lived cache when it can be (see
+    /// [`crate::context::UserCache`]).
     pub async fn get_cached(ctx: &AppContext, id: Uuid) -> ServiceResult<User> {
-        if let Some(cached) = ctx.users.get(&id) {
-            if cached.refresh {
-                ctx.refresher.request(ctx, id, cached.stored_at);
-            }
-            return Ok(cached.user);
+        if let Some(user) = ctx.users.get(&id) {
+            return Ok(user);
         }
         let read_started = std::time::Instant::now();
         let user = Self::get(&ctx.db, id).await?;
@@ -351,76 +348,5 @@ impl UserService {
             .limit(limit)
             .all(conn)
             .await?)
-    }
-}
-
-/// How long the refresher waits after the first re-read request of a batch for others to join.
-/// Harmless to the entries: they are asked for a quarter TTL before they expire.
-const REFRESH_BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
-/// Most users re-read in one query.
-pub const REFRESH_BATCH_MAX: usize = 256;
-
-/// The refresher's one query for a batch: the users among `ids` that still exist. Public so the
-/// test suite can check its plan.
-pub fn reread_batch(ids: impl IntoIterator<Item = Uuid>) -> sea_orm::Select<users::Entity> {
-    users::Entity::find()
-        .filter(users::Column::Id.is_in(ids))
-        .filter(users::Column::DeletedAt.is_null())
-}
-
-/// The cache's refresh-ahead reads, batched: users due for a re-read are queued and read together
-/// (`WHERE id IN (…)`), one query per few milliseconds instead of one per user. The reading task
-/// is started on first use on the runtime of the request that asked, and started again if that
-/// runtime has gone away.
-#[derive(Default)]
-pub struct UserRefresher {
-    queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(Uuid, std::time::Instant)>>>,
-}
-
-impl UserRefresher {
-    /// Queues a background re-read of `id`, whose cached entry was stored at `replaces`.
-    pub fn request(&self, ctx: &AppContext, id: Uuid, replaces: std::time::Instant) {
-        // Poisoning cannot leave an Option<Sender> inconsistent.
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let item = match queue.as_ref().map(|q| q.send((id, replaces))) {
-            Some(Ok(())) => return,
-            Some(Err(closed)) => closed.0,
-            None => (id, replaces),
-        };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        if tx.send(item).is_ok() {
-            tokio::spawn(Self::run(ctx.clone(), rx));
-            *queue = Some(tx);
-        }
-    }
-
-    async fn run(
-        ctx: AppContext,
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<(Uuid, std::time::Instant)>,
-    ) {
-        while let Some((id, replaces)) = rx.recv().await {
-            tokio::time::sleep(REFRESH_BATCH_LINGER).await;
-            let mut batch = std::collections::HashMap::from([(id, replaces)]);
-            while batch.len() < REFRESH_BATCH_MAX {
-                match rx.try_recv() {
-                    Ok((id, replaces)) => {
-                        batch.insert(id, replaces);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let read_started = std::time::Instant::now();
-            let rows = reread_batch(batch.keys().copied()).all(&ctx.db).await;
-            // On error the entries are left to expire; a miss then reads in the request path.
-            let Ok(rows) = rows else { continue };
-            for user in rows {
-                if let Some(replaces) = batch.remove(&user.id) {
-                    ctx.users.put_refreshed(&user, replaces, read_started);
-                }
-            }
-            for gone in batch.keys() {
-                ctx.users.forget(gone);
-            }
-        }
     }
 }

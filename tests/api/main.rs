@@ -3,7 +3,6 @@
 mod helpers;
 
 mod auth;
-mod ceiling;
 mod concurrency;
 mod errors;
 mod faults;

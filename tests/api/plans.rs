@@ -4,10 +4,9 @@
 //! not bound), which no functional test notices and the benchmarks only show as a slow decline.
 //! The plans are the generic ones the server's prepared statements settle on.
 
-use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use serde_json::Value;
 use service::auth::{REFRESH_POSTGRES_SQL, SIGN_IN_POSTGRES_SQL};
-use service::users::{reread_batch, REFRESH_BATCH_MAX};
 
 use crate::helpers::{Backend, TestApp};
 
@@ -51,7 +50,7 @@ async fn hot_statements_reach_every_table_by_index_on_postgres() {
         db.execute_unprepared(sql).await.unwrap();
     }
 
-    let mut statements = vec![
+    let statements = vec![
         (
             "sign-in".to_owned(),
             format!(
@@ -89,24 +88,6 @@ async fn hot_statements_reach_every_table_by_index_on_postgres() {
             "EXECUTE fk_user(gen_random_uuid())".to_owned(),
         ),
     ];
-    // The user cache's batched re-read (`GET /v1/me` at many users), as SeaORM builds it, at a
-    // typical size and at the largest batch.
-    for n in [64, REFRESH_BATCH_MAX] {
-        let sql = reread_batch((0..n).map(|_| uuid::Uuid::now_v7()))
-            .build(DbBackend::Postgres)
-            .sql;
-        statements.push((
-            format!("user re-read of {n}"),
-            format!(
-                "PREPARE reread_{n}({}) AS {sql}",
-                vec!["uuid"; n].join(", ")
-            ),
-            format!(
-                "EXECUTE reread_{n}({})",
-                vec!["gen_random_uuid()"; n].join(", ")
-            ),
-        ));
-    }
     // One connection for PREPARE and EXPLAIN; nothing is executed (EXPLAIN without ANALYZE).
     let txn = db.begin().await.unwrap();
     txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
