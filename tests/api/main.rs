@@ -6,6 +6,7 @@ mod auth;
 mod concurrency;
 mod errors;
 mod faults;
+mod matrix;
 mod me;
 mod migrations;
 mod openapi;
