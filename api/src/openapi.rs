@@ -15,7 +15,9 @@ use crate::routes;
 #[openapi(
     info(
         title = "Tessera",
-        description = "Multi-tenant authentication and RBAC. Errors are RFC 9457 problem documents with a stable `code`.",
+        description = "Multi-tenant authentication and RBAC. Errors are RFC 9457 problem documents with a stable `code`.\n\n\
+**Tenancy.** An *organization* is a tenant; it holds *accounts*, and accounts hold *projects*. People join an organization as *members* (the creator, or by accepting an invitation) and hold *roles* at a scope: the organization, one account or one project. A role at a scope applies to everything below it, and a member's rights are the union of every role they hold along the chain organization → account → project. Roles are the built-in `owner`, `admin`, `member`, `viewer` (their permission sets come from the server's Casbin policy) or custom roles an organization defines from the closed permission vocabulary (`org:read`, `project:update`, `role:assign`, ...).\n\n\
+**Who sees what.** Every operation names the permission it needs in `x-required-permission` (or `authenticated` / `public`). Someone outside an organization gets 404 for anything in it; a member gets 403 for an action they may not take on something they may read, and 404 for what they may not read. Lists only contain what the caller may read, and are paged with `limit` and the opaque `next_cursor`. Deleting an organization or account hides everything below it at once. Changes use optimistic locking: send the `version` you read (or `If-Match`).",
     ),
     components(schemas(Problem, FieldProblem)),
     modifiers(&BearerScheme),

@@ -505,7 +505,7 @@ async fn exhausted_pool_and_slow_statement_answer_503_in_time(backend: Backend) 
         // WAL readers never wait, so the locker holds a write lock and the slow request writes
         // (a sign-in): its BEGIN IMMEDIATE waits on SQLite's busy timeout (5 s), longer than the
         // request timeout.
-        Backend::Sqlite => "INSERT INTO casbin_rule (ptype) VALUES ('lock')",
+        Backend::Sqlite => "INSERT INTO mail_outbox (id, recipient, kind, subject, body, created_at) VALUES ('lock', 'lock', 'lock', 'lock', 'lock', '2026-01-01')",
     };
     sea_orm::ConnectionTrait::execute_unprepared(&txn, lock)
         .await
@@ -626,7 +626,7 @@ async fn sqlite_write_waits_for_another_processs_lock() {
         .expect("begin");
     sea_orm::ConnectionTrait::execute_unprepared(
         &txn,
-        "INSERT INTO casbin_rule (ptype) VALUES ('lock')",
+        "INSERT INTO mail_outbox (id, recipient, kind, subject, body, created_at) VALUES ('lock', 'lock', 'lock', 'lock', 'lock', '2026-01-01')",
     )
     .await
     .expect("take the write lock");

@@ -77,15 +77,47 @@ async fn round_trip(backend: Backend) {
     Migrator::up(&db, None).await.unwrap();
     assert_eq!(table_count(&db).await, 12);
 
-    // Only organization events go into the organization index; the last migration's down
-    // restores the whole index, and its up makes it partial again.
+    // The tenancy reshape's down restores the earlier tables (casbin_rule among them) and its
+    // up replaces them again.
+    Migrator::down(&db, Some(1)).await.unwrap();
+    assert_eq!(
+        table_count(&db).await,
+        12,
+        "old tenancy tables and casbin_rule back"
+    );
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM casbin_rule")
+        .await
+        .is_ok());
+    Migrator::up(&db, None).await.unwrap();
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM casbin_rule")
+        .await
+        .is_err());
+    let builtin_roles = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n FROM roles WHERE builtin",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(
+        builtin_roles, 4,
+        "the migration creates the shipped built-in roles"
+    );
+
+    // Only organization events go into the organization index; that migration's down restores
+    // the whole index, and its up makes it partial again.
     let partial = |def: &str| def.to_lowercase().contains("where");
     assert!(
         partial(&audit_org_index(&db).await),
         "{}",
         audit_org_index(&db).await
     );
-    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::down(&db, Some(2)).await.unwrap();
     assert!(
         !partial(&audit_org_index(&db).await),
         "{}",
