@@ -156,15 +156,24 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: B
 [ "$code" = 200 ] || die "GET /v1/me with the fresh token answered $code"
 log "signed in as $ST_EMAIL"
 
-# The run is as a plain user only while organizations do not exist. Once the API has them, the
-# quality gate asks for a run as an organization's owner too (tenant-scoped operations with a
-# real organization id): until that is written here, refuse to pass rather than fuzz them only
-# as an outsider, unnoticed.
-curl -sf --max-time 10 -o "$WORK_DIR/openapi.json" "$BASE/openapi.json" || die "GET /openapi.json failed"
-ORG_PATHS=$("$TESSERA_VENV/bin/python" -c 'import json,sys
-print(" ".join(p for p in json.load(open(sys.argv[1]))["paths"] if p.startswith("/v1/orgs")))' \
-    "$WORK_DIR/openapi.json")
-[ -z "$ORG_PATHS" ] || die "the API has organizations ($ORG_PATHS) but this script has no org-owner run yet: add it"
+# --- an organization owned by that account -------------------------------------------------
+# The run is also the run of an organization's owner: the account above creates an organization
+# with an account and a project, and the hook below puts their real ids into most positive cases
+# of tenant-scoped operations (the rest keep the generated ids, which exercise the 404 path).
+# Without that, every operation under /v1/orgs/{org_id} would only ever be fuzzed as an outsider.
+api_create() { # path body -> id of the created object
+    local out code
+    out="$WORK_DIR/created.json"
+    code=$(curl -s -o "$out" -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/json' -d "$2" "$BASE$1")
+    [ "$code" = 201 ] || die "POST $1 answered $code: $(cat "$out")"
+    "$TESSERA_VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$out"
+}
+ST_ORG_ID=$(api_create /v1/orgs "{\"name\":\"Schemathesis\",\"slug\":\"st-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')\"}")
+ST_ACCOUNT_ID=$(api_create "/v1/orgs/$ST_ORG_ID/accounts" '{"name":"Main","slug":"main"}')
+ST_PROJECT_ID=$(api_create "/v1/orgs/$ST_ORG_ID/accounts/$ST_ACCOUNT_ID/projects" '{"name":"Web","slug":"web"}')
+export ST_ORG_ID ST_ACCOUNT_ID ST_PROJECT_ID
+log "owner of organization $ST_ORG_ID (account $ST_ACCOUNT_ID, project $ST_PROJECT_ID)"
 
 # --- authentication during the run -----------------------------------------------------------
 # Four operations can kill the token they are called with or its siblings: POST /v1/auth/logout
@@ -189,13 +198,14 @@ print(" ".join(p for p in json.load(open(sys.argv[1]))["paths"] if p.startswith(
 ST_BASE_URL=$BASE
 export ST_BASE_URL
 cat >"$WORK_DIR/tessera_auth.py" <<'EOF'
+import itertools
 import os
+import uuid
 
 import requests
 import schemathesis
 
 _LOGIN_URL = os.environ["ST_BASE_URL"] + "/v1/auth/login"
-_ME_URL = os.environ["ST_BASE_URL"] + "/v1/me"
 _CREDENTIALS = {"email": os.environ["ST_EMAIL"], "password": os.environ["ST_PASSWORD"]}
 _HTTP = requests.Session()
 
@@ -219,13 +229,53 @@ class FreshLogin:
         case.headers["Authorization"] = f"Bearer {data}"
 
 
-# Optimistic locking: PATCH /v1/me needs the version the client last read (body `version` or
+# Real tenant objects: a positive case of an operation under /v1/orgs/{org_id} gets the ids of the
+# organization the account owns (three cases in four; the fourth keeps the generated ids). A
+# DELETE gets a fresh object made for it, so the fixture survives the run.
+_FIXTURE = {
+    "org_id": os.environ["ST_ORG_ID"],
+    "account_id": os.environ["ST_ACCOUNT_ID"],
+    "project_id": os.environ["ST_PROJECT_ID"],
+}
+_BASE = os.environ["ST_BASE_URL"]
+_COUNTER = itertools.count()
+
+
+def _create(path, auth):
+    slug = "st-" + uuid.uuid4().hex[:12]
+    response = _HTTP.post(_BASE + path, json={"name": slug, "slug": slug},
+                          headers={"Authorization": auth}, timeout=15)
+    if response.status_code != 201:
+        raise RuntimeError(f"POST {path} answered {response.status_code}: {response.text[:500]}")
+    return response.json()["id"]
+
+
+def _use_tenant_fixture(case, auth):
+    params = case.path_parameters
+    if not params or "org_id" not in params or next(_COUNTER) % 4 == 3:
+        return
+    ids = dict(_FIXTURE)
+    if case.operation.method.upper() == "DELETE":
+        if case.operation.path == "/v1/orgs/{org_id}":
+            ids["org_id"] = _create("/v1/orgs", auth)
+        elif case.operation.path == "/v1/orgs/{org_id}/accounts/{account_id}":
+            ids["account_id"] = _create(f"/v1/orgs/{ids['org_id']}/accounts", auth)
+        elif case.operation.path.endswith("/projects/{project_id}"):
+            ids["project_id"] = _create(
+                f"/v1/orgs/{ids['org_id']}/accounts/{ids['account_id']}/projects", auth)
+    for name in params:
+        if name in ids:
+            params[name] = ids[name]
+
+
+# Optimistic locking: a PATCH needs the version the client last read (body `version` or
 # If-Match), which is server state no schema can generate, just like the token above. For
-# positive cases the harness does what a real client does: reads the current version and sends
-# it. Negative cases keep whatever the generator made (wrong types, 0, garbage If-Match...), and
-# stale versions (412) and missing ones (428) are covered by the black-box tests. This runs right
-# before each request is sent (the coverage phase authenticates a batch of cases ahead of time,
-# so a version read at that point would already be stale).
+# positive cases the harness does what a real client does: reads the current version (GET on
+# the same path) and sends it (a DELETE's optional If-Match likewise). Negative cases keep whatever the generator made (wrong types, 0,
+# garbage If-Match...), and stale versions (412) and missing ones (428) are covered by the
+# black-box tests. This runs right before each request is sent (the coverage phase
+# authenticates a batch of cases ahead of time, so a version read at that point would already
+# be stale).
 def _is_positive(case):
     try:
         return case.meta is None or case.meta.generation.mode.is_positive
@@ -235,17 +285,25 @@ def _is_positive(case):
 
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
-    if case.operation.method.upper() != "PATCH" or case.operation.path != "/v1/me":
-        return
-    if not _is_positive(case) or not isinstance(case.body, dict):
-        return
     auth = (case.headers or {}).get("Authorization")
-    if not auth:
+    if not _is_positive(case) or not auth:
         return
-    me = _HTTP.get(_ME_URL, headers={"Authorization": auth}, timeout=15)
-    if me.status_code != 200:
+    _use_tenant_fixture(case, auth)
+    method = case.operation.method.upper()
+    if method == "DELETE" and "{" in case.operation.path:
+        # If-Match on a DELETE is checked when given: send the current version, as a client would.
+        if case.headers.get("If-Match") not in (None, "*"):
+            current = _HTTP.get(_BASE + case.formatted_path, headers={"Authorization": auth}, timeout=15)
+            if current.status_code == 200 and "version" in current.json():
+                case.headers["If-Match"] = f'"{current.json()["version"]}"'
         return
-    version = me.json()["version"]
+    if method != "PATCH" or not isinstance(case.body, dict):
+        return
+    path = case.formatted_path
+    current = _HTTP.get(_BASE + path, headers={"Authorization": auth}, timeout=15)
+    if current.status_code != 200:
+        return
+    version = current.json()["version"]
     if_match = case.headers.get("If-Match")
     if if_match is not None and if_match != "*":
         case.headers["If-Match"] = f'"{version}"'

@@ -31,7 +31,7 @@ impl PageRequest {
             }
         };
         let after = match cursor {
-            None | Some("") => None,
+            None => None,
             Some(c) => Some(decode_cursor(c).ok_or_else(|| {
                 ServiceError::validation(
                     "cursor",
@@ -85,9 +85,17 @@ pub fn encode_cursor(id: Uuid) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Option<Uuid> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
+    use base64::engine::{general_purpose::GeneralPurpose, GeneralPurposeConfig};
+    // Any 22 base64url characters are 16 bytes (the last character's spare bits ignored), so
+    // every string of the documented cursor shape is one; only other shapes are refused.
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+    );
+    let bytes = LENIENT.decode(cursor).ok()?;
     Uuid::from_slice(&bytes).ok()
 }
 
@@ -115,6 +123,9 @@ mod tests {
         assert_eq!(page.after, Some(id));
         assert!(PageRequest::parse(None, Some("!!")).is_err());
         assert!(PageRequest::parse(None, Some("AAAA")).is_err());
+        assert!(PageRequest::parse(None, Some("")).is_err());
+        // Any cursor of the documented shape (22 base64url characters) is one.
+        assert!(PageRequest::parse(None, Some("0000000000000000000000")).is_ok());
         assert!(PageRequest::parse(Some(0), None).is_err());
         assert!(PageRequest::parse(Some(101), None).is_err());
         assert_eq!(PageRequest::parse(None, None).unwrap().limit, DEFAULT_LIMIT);

@@ -28,7 +28,7 @@ pub struct CreateScopeRequest {
         min_length = 1,
         max_length = 63,
         example = "acme",
-        pattern = r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,62}$"
+        pattern = r"^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$"
     )]
     pub slug: String,
 }
@@ -45,7 +45,7 @@ pub struct UpdateScopeRequest {
     #[schema(
         min_length = 1,
         max_length = 63,
-        pattern = r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,62}$"
+        pattern = r"^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$"
     )]
     pub slug: Option<String>,
     /// The `version` you read; alternatively `If-Match: "<version>"`. One of them is required.
@@ -62,7 +62,7 @@ pub struct ScopeListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    #[param(max_length = 64)]
+    #[param(pattern = r"^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
     /// Only those whose slug starts with this (case-insensitive).
     #[param(max_length = 63)]

@@ -10,7 +10,7 @@ use service::paging::PageRequest;
 use service::tenancy::{
     read_permission_for, NewScope, OrgAccess, OrgService, ScopeFilter, ScopePatch, ScopeService,
 };
-use service::AppContext;
+use service::{AppContext, ServiceError};
 use uuid::Uuid;
 
 use crate::dto::tenancy::{
@@ -56,6 +56,25 @@ fn scope_patch(body: &UpdateScopeRequest) -> Result<ScopePatch, ApiError> {
 
 fn list_params(q: &ScopeListQuery) -> Result<(ScopeFilter, PageRequest), ApiError> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let too_long = |value: &Option<String>, max: usize| {
+        value.as_ref().is_some_and(|v| v.chars().count() > max)
+    };
+    if too_long(&q.slug_prefix, service::domain::MAX_SLUG_CHARS) {
+        return Err(ServiceError::validation(
+            "slug_prefix",
+            "invalid_prefix",
+            "slug_prefix is longer than any slug",
+        )
+        .into());
+    }
+    if too_long(&q.name_prefix, service::domain::MAX_NAME_CHARS) {
+        return Err(ServiceError::validation(
+            "name_prefix",
+            "invalid_prefix",
+            "name_prefix is longer than any name",
+        )
+        .into());
+    }
     Ok((
         ScopeFilter {
             slug_prefix: q.slug_prefix.clone(),

@@ -9,4 +9,6 @@ pub use email::Email;
 pub use password::{Password, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 mod tenancy;
 
-pub use tenancy::{parse_description, ResourceName, RoleName, Slug};
+pub use tenancy::{
+    parse_description, ResourceName, RoleName, Slug, MAX_NAME_CHARS, MAX_SLUG_CHARS,
+};
