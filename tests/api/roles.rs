@@ -136,7 +136,15 @@ async fn builtin_roles_are_listed_read_only_with_the_policy_sets(app: TestApp) {
     let owner = app.user("owner").await;
     let outsider = app.user("outsider").await;
     let org = app.create_org(&owner, "acme").await;
-    let (viewer, _) = member(&app, &owner, org, "viewer", builtin("viewer"), ("organization", org)).await;
+    let (viewer, _) = member(
+        &app,
+        &owner,
+        org,
+        "viewer",
+        builtin("viewer"),
+        ("organization", org),
+    )
+    .await;
     let base = format!("/v1/orgs/{org}/roles");
 
     let policy = service::authz::PolicySet::embedded().unwrap();
@@ -155,8 +163,11 @@ async fn builtin_roles_are_listed_read_only_with_the_policy_sets(app: TestApp) {
         assert!(role["organization_id"].is_null());
     }
     let one = json_ok(
-        app.get_authed(&format!("{base}/{}", builtin("member")), &viewer.access_token)
-            .await,
+        app.get_authed(
+            &format!("{base}/{}", builtin("member")),
+            &viewer.access_token,
+        )
+        .await,
     )
     .await;
     assert_eq!(one["permissions"], items[1]["permissions"]);
@@ -189,11 +200,19 @@ async fn builtin_roles_are_listed_read_only_with_the_policy_sets(app: TestApp) {
         (
             Method::POST,
             assignments.clone(),
-            Some(grant_body(outsider.id, builtin("owner"), "organization", org)),
+            Some(grant_body(
+                outsider.id,
+                builtin("owner"),
+                "organization",
+                org,
+            )),
         ),
         (
             Method::DELETE,
-            format!("{assignments}/{}", assignment_of(&app, org, owner.id, builtin("owner")).await),
+            format!(
+                "{assignments}/{}",
+                assignment_of(&app, org, owner.id, builtin("owner")).await
+            ),
             None,
         ),
     ];
@@ -222,7 +241,10 @@ async fn custom_role_lifecycle(app: TestApp) {
             }),
         )
         .await;
-    assert_eq!(created["permissions"], json!(["project:read", "project:update"]));
+    assert_eq!(
+        created["permissions"],
+        json!(["project:read", "project:update"])
+    );
     assert_eq!(created["builtin"], false);
     assert_eq!(created["organization_id"], json!(org));
     assert_eq!(created["version"], 1);
@@ -245,7 +267,12 @@ async fn custom_role_lifecycle(app: TestApp) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["field"].as_str().unwrap().into(), e["code"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().into(),
+                e["code"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(fields["permissions"], "unknown_permission");
     assert_eq!(fields["name"], "invalid_role_name");
@@ -255,7 +282,11 @@ async fn custom_role_lifecycle(app: TestApp) {
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     for name in ["admin", "owner", "deployer"] {
         let res = app
-            .post_authed(&base, t, &json!({"name": name, "permissions": ["org:read"]}))
+            .post_authed(
+                &base,
+                t,
+                &json!({"name": name, "permissions": ["org:read"]}),
+            )
             .await;
         assert_problem(res, StatusCode::CONFLICT, "role_name_taken").await;
     }
@@ -263,9 +294,19 @@ async fn custom_role_lifecycle(app: TestApp) {
     // PATCH: a version is required and checked; names stay unique; "" clears the description.
     let patch = json!({"permissions": ["project:read"]});
     let res = app.call(Method::PATCH, &path, t, Some(&patch)).await;
-    assert_problem(res, StatusCode::PRECONDITION_REQUIRED, "precondition_required").await;
+    assert_problem(
+        res,
+        StatusCode::PRECONDITION_REQUIRED,
+        "precondition_required",
+    )
+    .await;
     let res = app
-        .call(Method::PATCH, &path, t, Some(&json!({"permissions": ["project:read"], "version": 7})))
+        .call(
+            Method::PATCH,
+            &path,
+            t,
+            Some(&json!({"permissions": ["project:read"], "version": 7})),
+        )
         .await;
     assert_problem(res, StatusCode::PRECONDITION_FAILED, "version_mismatch").await;
     let res = app
@@ -278,7 +319,12 @@ async fn custom_role_lifecycle(app: TestApp) {
         .await;
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     let res = app
-        .call(Method::PATCH, &path, t, Some(&json!({"name": "member", "version": 1})))
+        .call(
+            Method::PATCH,
+            &path,
+            t,
+            Some(&json!({"name": "member", "version": 1})),
+        )
         .await;
     assert_problem(res, StatusCode::CONFLICT, "role_name_taken").await;
     let updated = json_ok(
@@ -295,8 +341,12 @@ async fn custom_role_lifecycle(app: TestApp) {
     assert_eq!(updated["name"], "shipper");
     assert!(updated["description"].is_null());
     assert_eq!(updated["permissions"], json!(["project:read"]));
-    app.create(&owner, &base, &json!({"name": "deployer", "permissions": ["org:read"]}))
-        .await;
+    app.create(
+        &owner,
+        &base,
+        &json!({"name": "deployer", "permissions": ["org:read"]}),
+    )
+    .await;
 
     // Deleting a role takes its grants with it.
     let (holder, _) = member(&app, &owner, org, "holder", role, ("organization", org)).await;
@@ -314,16 +364,30 @@ async fn custom_role_lifecycle(app: TestApp) {
     let res = app.get_authed(&path, t).await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     let left = json_ok(
-        app.get_authed(&format!("/v1/orgs/{org}/role-assignments?user_id={}", holder.id), t)
-            .await,
+        app.get_authed(
+            &format!("/v1/orgs/{org}/role-assignments?user_id={}", holder.id),
+            t,
+        )
+        .await,
     )
     .await;
     assert_eq!(left["items"], json!([]));
     let actions = app.audit_actions(owner.id).await;
-    for action in ["role.created", "role.updated", "role.assigned", "role.deleted"] {
-        assert!(actions.iter().any(|a| a == action), "{action} in {actions:?}");
+    for action in [
+        "role.created",
+        "role.updated",
+        "role.assigned",
+        "role.deleted",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
     }
 }
+
+/// Who sends what where.
+type Request = (TestUser, Method, String, Option<Value>);
 
 async fn escalation_guard_table(app: TestApp) {
     let owner = app.user("owner").await;
@@ -333,15 +397,26 @@ async fn escalation_guard_table(app: TestApp) {
     let org_scope = ("organization", org);
     let (admin, _) = member(&app, &owner, org, "admin", builtin("admin"), org_scope).await;
     let (memb, _) = member(&app, &owner, org, "member", builtin("member"), org_scope).await;
-    let (acct_admin, _) =
-        member(&app, &owner, org, "acct-admin", builtin("admin"), ("account", acct_a)).await;
+    let (acct_admin, _) = member(
+        &app,
+        &owner,
+        org,
+        "acct-admin",
+        builtin("admin"),
+        ("account", acct_a),
+    )
+    .await;
     let target = app.user("target").await;
     join(&app, org, &target).await;
     let owner_grant = assignment_of(&app, org, owner.id, builtin("owner")).await;
     let roles = format!("/v1/orgs/{org}/roles");
     let danger = id_of(
-        &app.create(&owner, &roles, &json!({"name": "danger", "permissions": ["org:delete"]}))
-            .await,
+        &app.create(
+            &owner,
+            &roles,
+            &json!({"name": "danger", "permissions": ["org:delete"]}),
+        )
+        .await,
     );
 
     let as_of = |u: &TestUser| u.clone();
@@ -361,20 +436,72 @@ async fn escalation_guard_table(app: TestApp) {
             Some(json!({"name": name, "permissions": perms})),
         )
     };
-    let cases: Vec<((TestUser, Method, String, Option<Value>), StatusCode, &str)> = vec![
-        (grant_case(&admin, "owner", org_scope), StatusCode::FORBIDDEN, "escalation_denied"),
-        (grant_case(&admin, "admin", org_scope), StatusCode::CREATED, ""),
-        (grant_case(&memb, "viewer", org_scope), StatusCode::FORBIDDEN, "forbidden"),
-        (grant_case(&acct_admin, "viewer", ("account", acct_a)), StatusCode::CREATED, ""),
-        (grant_case(&acct_admin, "admin", ("account", acct_a)), StatusCode::CREATED, ""),
-        (grant_case(&acct_admin, "owner", ("account", acct_a)), StatusCode::FORBIDDEN, "escalation_denied"),
-        (grant_case(&acct_admin, "viewer", org_scope), StatusCode::FORBIDDEN, "forbidden"),
-        (grant_case(&acct_admin, "viewer", ("account", acct_b)), StatusCode::NOT_FOUND, "not_found"),
-        (grant_case(&owner, "owner", ("account", acct_b)), StatusCode::CREATED, ""),
-        (define(&admin, "wrecker", &["org:read", "org:delete"]), StatusCode::FORBIDDEN, "escalation_denied"),
-        (define(&admin, "reader", &["project:read"]), StatusCode::CREATED, ""),
-        (define(&memb, "sneaky", &["project:read"]), StatusCode::FORBIDDEN, "forbidden"),
-        (define(&acct_admin, "sneaky", &["project:read"]), StatusCode::FORBIDDEN, "forbidden"),
+    let cases: Vec<(Request, StatusCode, &str)> = vec![
+        (
+            grant_case(&admin, "owner", org_scope),
+            StatusCode::FORBIDDEN,
+            "escalation_denied",
+        ),
+        (
+            grant_case(&admin, "admin", org_scope),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            grant_case(&memb, "viewer", org_scope),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            grant_case(&acct_admin, "viewer", ("account", acct_a)),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            grant_case(&acct_admin, "admin", ("account", acct_a)),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            grant_case(&acct_admin, "owner", ("account", acct_a)),
+            StatusCode::FORBIDDEN,
+            "escalation_denied",
+        ),
+        (
+            grant_case(&acct_admin, "viewer", org_scope),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            grant_case(&acct_admin, "viewer", ("account", acct_b)),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            grant_case(&owner, "owner", ("account", acct_b)),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            define(&admin, "wrecker", &["org:read", "org:delete"]),
+            StatusCode::FORBIDDEN,
+            "escalation_denied",
+        ),
+        (
+            define(&admin, "reader", &["project:read"]),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            define(&memb, "sneaky", &["project:read"]),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            define(&acct_admin, "sneaky", &["project:read"]),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
         (
             (
                 admin.clone(),
@@ -386,7 +513,12 @@ async fn escalation_guard_table(app: TestApp) {
             "escalation_denied",
         ),
         (
-            (admin.clone(), Method::DELETE, format!("{roles}/{danger}"), None),
+            (
+                admin.clone(),
+                Method::DELETE,
+                format!("{roles}/{danger}"),
+                None,
+            ),
             StatusCode::FORBIDDEN,
             "escalation_denied",
         ),
@@ -437,7 +569,12 @@ async fn escalation_guard_table(app: TestApp) {
             .await;
         let case = format!("{method} {path} {body:?}");
         if status.is_success() {
-            assert_eq!(res.status(), status, "{case}: {}", res.text().await.unwrap());
+            assert_eq!(
+                res.status(),
+                status,
+                "{case}: {}",
+                res.text().await.unwrap()
+            );
         } else {
             let got = assert_problem(res, status, code).await;
             assert_eq!(got["code"], code, "{case}");
@@ -447,7 +584,10 @@ async fn escalation_guard_table(app: TestApp) {
     // The account admin revokes what it granted at its account.
     let granted = json_ok(
         app.get_authed(
-            &format!("/v1/orgs/{org}/role-assignments?scope_type=account&scope_id={acct_a}&role_id={}", builtin("viewer")),
+            &format!(
+                "/v1/orgs/{org}/role-assignments?scope_type=account&scope_id={acct_a}&role_id={}",
+                builtin("viewer")
+            ),
             &acct_admin.access_token,
         )
         .await,
@@ -455,7 +595,10 @@ async fn escalation_guard_table(app: TestApp) {
     .await;
     let id = granted["items"][0]["id"].as_str().unwrap();
     let res = app
-        .delete_authed(&format!("/v1/orgs/{org}/role-assignments/{id}"), &acct_admin.access_token)
+        .delete_authed(
+            &format!("/v1/orgs/{org}/role-assignments/{id}"),
+            &acct_admin.access_token,
+        )
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }
@@ -466,10 +609,24 @@ async fn last_owner_table(app: TestApp) {
     let acct = app.create_account(&owner, org, "main").await;
     let own_grant = assignment_of(&app, org, owner.id, builtin("owner")).await;
     // An owner at an account does not keep the organization owned.
-    let (acct_owner, acct_owner_grant) =
-        member(&app, &owner, org, "acct-owner", builtin("owner"), ("account", acct)).await;
-    let (second, second_grant) =
-        member(&app, &owner, org, "second", builtin("owner"), ("organization", org)).await;
+    let (acct_owner, acct_owner_grant) = member(
+        &app,
+        &owner,
+        org,
+        "acct-owner",
+        builtin("owner"),
+        ("account", acct),
+    )
+    .await;
+    let (second, second_grant) = member(
+        &app,
+        &owner,
+        org,
+        "second",
+        builtin("owner"),
+        ("organization", org),
+    )
+    .await;
 
     let steps: Vec<(&TestUser, Uuid, StatusCode, &str)> = vec![
         // Two owners: one may step down (here the founder, demoting themselves).
@@ -477,7 +634,12 @@ async fn last_owner_table(app: TestApp) {
         // Now the second is the last owner: not by themselves…
         (&second, second_grant, StatusCode::CONFLICT, "last_owner"),
         // …and an account owner cannot even see an organization-level grant.
-        (&acct_owner, second_grant, StatusCode::NOT_FOUND, "not_found"),
+        (
+            &acct_owner,
+            second_grant,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
         (&second, acct_owner_grant, StatusCode::NO_CONTENT, ""),
     ];
     for (actor, grant, status, code) in steps {
@@ -499,7 +661,10 @@ async fn last_owner_table(app: TestApp) {
     let org2 = app.create_org(&solo, "solo").await;
     let grant = assignment_of(&app, org2, solo.id, builtin("owner")).await;
     let res = app
-        .delete_authed(&format!("/v1/orgs/{org2}/role-assignments/{grant}"), &solo.access_token)
+        .delete_authed(
+            &format!("/v1/orgs/{org2}/role-assignments/{grant}"),
+            &solo.access_token,
+        )
         .await;
     assert_problem(res, StatusCode::CONFLICT, "last_owner").await;
     let owners = entity::role_assignments::Entity::find()
@@ -521,23 +686,60 @@ async fn rights_inherit_down_the_scope_chain_and_add_up(app: TestApp) {
     let project = |a: Uuid, p: Uuid| format!("/v1/orgs/{org}/accounts/{a}/projects/{p}");
 
     // viewer at the organization + member at account A = project:update in A only.
-    let (user, _) = member(&app, &owner, org, "u", builtin("viewer"), ("organization", org)).await;
-    let res = grant(&app, &owner, org, user.id, builtin("member"), ("account", acct_a)).await;
+    let (user, _) = member(
+        &app,
+        &owner,
+        org,
+        "u",
+        builtin("viewer"),
+        ("organization", org),
+    )
+    .await;
+    let res = grant(
+        &app,
+        &owner,
+        org,
+        user.id,
+        builtin("member"),
+        ("account", acct_a),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let rename = json!({"name": "renamed", "version": 1});
     let res = app
-        .call(Method::PATCH, &project(acct_a, pa), &user.access_token, Some(&rename))
+        .call(
+            Method::PATCH,
+            &project(acct_a, pa),
+            &user.access_token,
+            Some(&rename),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = app
-        .call(Method::PATCH, &project(acct_b, pb), &user.access_token, Some(&rename))
+        .call(
+            Method::PATCH,
+            &project(acct_b, pb),
+            &user.access_token,
+            Some(&rename),
+        )
         .await;
     assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
 
     // A role at project P only: P is visible, its siblings and its account are not.
-    let (narrow, _) = member(&app, &owner, org, "narrow", builtin("viewer"), ("project", pa)).await;
+    let (narrow, _) = member(
+        &app,
+        &owner,
+        org,
+        "narrow",
+        builtin("viewer"),
+        ("project", pa),
+    )
+    .await;
     let t = &narrow.access_token;
-    assert_eq!(app.get_authed(&project(acct_a, pa), t).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_authed(&project(acct_a, pa), t).await.status(),
+        StatusCode::OK
+    );
     let res = app.get_authed(&project(acct_a, pa2), t).await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     let res = app
@@ -565,23 +767,58 @@ async fn custom_roles_never_reach_another_organization(app: TestApp) {
     // Another organization's custom role does not exist in B.
     let both = app.user("both").await;
     join(&app, org_b, &both).await;
-    let res = grant(&app, &owner_b, org_b, both.id, custom, ("organization", org_b)).await;
+    let res = grant(
+        &app,
+        &owner_b,
+        org_b,
+        both.id,
+        custom,
+        ("organization", org_b),
+    )
+    .await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     let res = app
-        .get_authed(&format!("/v1/orgs/{org_b}/roles/{custom}"), &owner_b.access_token)
+        .get_authed(
+            &format!("/v1/orgs/{org_b}/roles/{custom}"),
+            &owner_b.access_token,
+        )
         .await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     // Nor does a scope of A in B, nor may a non-member be granted anything.
-    let res = grant(&app, &owner_b, org_b, both.id, builtin("viewer"), ("account", acct_a)).await;
+    let res = grant(
+        &app,
+        &owner_b,
+        org_b,
+        both.id,
+        builtin("viewer"),
+        ("account", acct_a),
+    )
+    .await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
-    let res = grant(&app, &owner_b, org_b, owner_a.id, builtin("viewer"), ("organization", org_b)).await;
+    let res = grant(
+        &app,
+        &owner_b,
+        org_b,
+        owner_a.id,
+        builtin("viewer"),
+        ("organization", org_b),
+    )
+    .await;
     let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], "user_id");
     assert_eq!(body["errors"][0]["code"], "not_a_member");
 
     // A member of both with A's custom role at A's top reads A's accounts, nothing in B.
     join(&app, org_a, &both).await;
-    let res = grant(&app, &owner_a, org_a, both.id, custom, ("organization", org_a)).await;
+    let res = grant(
+        &app,
+        &owner_a,
+        org_a,
+        both.id,
+        custom,
+        ("organization", org_a),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let t = &both.access_token;
     let res = app
@@ -592,7 +829,11 @@ async fn custom_roles_never_reach_another_organization(app: TestApp) {
         .get_authed(&format!("/v1/orgs/{org_b}/accounts/{acct_b}"), t)
         .await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
-    let list = json_ok(app.get_authed(&format!("/v1/orgs/{org_b}/accounts"), t).await).await;
+    let list = json_ok(
+        app.get_authed(&format!("/v1/orgs/{org_b}/accounts"), t)
+            .await,
+    )
+    .await;
     assert_eq!(list["items"], json!([]));
 }
 
@@ -603,7 +844,8 @@ async fn concurrent_identical_grants_leave_one_row(app: TestApp) {
     join(&app, org, &user).await;
     let path = format!("/v1/orgs/{org}/role-assignments");
     let body = grant_body(user.id, builtin("viewer"), "organization", org);
-    let results = join_all((0..50).map(|_| app.post_authed(&path, &owner.access_token, &body))).await;
+    let results =
+        join_all((0..50).map(|_| app.post_authed(&path, &owner.access_token, &body))).await;
     let mut created = 0;
     for res in results {
         match res.status() {
@@ -611,7 +853,8 @@ async fn concurrent_identical_grants_leave_one_row(app: TestApp) {
             StatusCode::CONFLICT => {
                 let body: Value = res.json().await.unwrap();
                 assert!(
-                    ["assignment_exists", "concurrent_change"].contains(&body["code"].as_str().unwrap()),
+                    ["assignment_exists", "concurrent_change"]
+                        .contains(&body["code"].as_str().unwrap()),
                     "{body}"
                 );
             }
@@ -639,8 +882,15 @@ async fn assignment_lists_show_what_the_caller_may_read(app: TestApp) {
     let pa = app.create_project(&owner, org, acct_a, "pa").await;
     let org_scope = ("organization", org);
     let (viewer, _) = member(&app, &owner, org, "viewer", builtin("viewer"), org_scope).await;
-    let (acct_admin, _) =
-        member(&app, &owner, org, "acct-admin", builtin("admin"), ("account", acct_a)).await;
+    let (acct_admin, _) = member(
+        &app,
+        &owner,
+        org,
+        "acct-admin",
+        builtin("admin"),
+        ("account", acct_a),
+    )
+    .await;
     let reader = id_of(
         &app.create(
             &owner,
@@ -650,16 +900,35 @@ async fn assignment_lists_show_what_the_caller_may_read(app: TestApp) {
         .await,
     );
     let (plain, _) = member(&app, &owner, org, "plain", reader, ("account", acct_b)).await;
-    let res = grant(&app, &owner, org, plain.id, builtin("viewer"), ("project", pa)).await;
+    let res = grant(
+        &app,
+        &owner,
+        org,
+        plain.id,
+        builtin("viewer"),
+        ("project", pa),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
-    let res = grant(&app, &owner, org, viewer.id, builtin("member"), ("account", acct_b)).await;
+    let res = grant(
+        &app,
+        &owner,
+        org,
+        viewer.id,
+        builtin("member"),
+        ("account", acct_b),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let base = format!("/v1/orgs/{org}/role-assignments");
 
     // role:read at the organization: everything, in pages.
     let everything = all_pages(&app, &viewer, &base, 2).await;
     assert_eq!(everything.len(), 6, "{everything:?}");
-    let mut ids: Vec<&str> = everything.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = everything
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
     ids.dedup();
     assert_eq!(ids.len(), 6);
     let first = &everything[0];
@@ -674,10 +943,20 @@ async fn assignment_lists_show_what_the_caller_may_read(app: TestApp) {
         async move { all_pages(app, &user, &path, 50).await.len() }
     };
     assert_eq!(count(&viewer, format!("?user_id={}", plain.id)).await, 2);
-    assert_eq!(count(&viewer, format!("?role_id={}", builtin("viewer"))).await, 2);
-    assert_eq!(count(&viewer, format!("?scope_type=account&scope_id={acct_b}")).await, 2);
     assert_eq!(
-        count(&viewer, format!("?scope_type=account&scope_id={acct_b}&user_id={}", plain.id)).await,
+        count(&viewer, format!("?role_id={}", builtin("viewer"))).await,
+        2
+    );
+    assert_eq!(
+        count(&viewer, format!("?scope_type=account&scope_id={acct_b}")).await,
+        2
+    );
+    assert_eq!(
+        count(
+            &viewer,
+            format!("?scope_type=account&scope_id={acct_b}&user_id={}", plain.id)
+        )
+        .await,
         1
     );
     let res = app
@@ -695,7 +974,13 @@ async fn assignment_lists_show_what_the_caller_may_read(app: TestApp) {
     let seen = all_pages(&app, &acct_admin, &base, 50).await;
     let mut scopes: Vec<String> = seen
         .iter()
-        .map(|a| format!("{}:{}", a["role_name"].as_str().unwrap(), a["scope"]["type"].as_str().unwrap()))
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["role_name"].as_str().unwrap(),
+                a["scope"]["type"].as_str().unwrap()
+            )
+        })
         .collect();
     scopes.sort();
     assert_eq!(scopes, ["admin:account", "viewer:project"]);
@@ -707,8 +992,12 @@ async fn role_list_pages_through_builtin_then_custom_roles(app: TestApp) {
     let other = app.create_org(&owner, "other").await;
     let base = format!("/v1/orgs/{org}/roles");
     for name in ["c1", "c2", "c3"] {
-        app.create(&owner, &base, &json!({"name": name, "permissions": ["org:read"]}))
-            .await;
+        app.create(
+            &owner,
+            &base,
+            &json!({"name": name, "permissions": ["org:read"]}),
+        )
+        .await;
     }
     app.create(
         &owner,

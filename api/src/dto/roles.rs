@@ -77,11 +77,7 @@ pub struct CreateRoleRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoleRequest {
-    #[schema(
-        min_length = 1,
-        max_length = 64,
-        pattern = r"^[a-z][a-z0-9_-]{0,63}$"
-    )]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z][a-z0-9_-]{0,63}$")]
     pub name: Option<String>,
     /// An empty string clears it; absent or null leaves it alone.
     #[schema(max_length = 500)]

@@ -373,8 +373,7 @@ pub async fn delete_assignment(
 ) -> Result<HttpResponse, ApiError> {
     let (org_id, assignment_id) = path.into_inner();
     let access = OrgAccess::load(&ctx, &auth.0, org_id).await?;
-    let target =
-        RoleService::authorize_unassign(&ctx, &access, assignment_id, required.0).await?;
+    let target = RoleService::authorize_unassign(&ctx, &access, assignment_id, required.0).await?;
     RoleService::unassign(&ctx, &meta.0, &access, target).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -13,7 +13,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::access::{bump_authz_version, Granted, OrgAccess};
-use super::guards::{ensure_may_grant, ensure_owner_remains, membership_of, role_in_org, RoleInOrg};
+use super::guards::{
+    ensure_may_grant, ensure_owner_remains, membership_of, role_in_org, RoleInOrg,
+};
 use super::{check_version, grant_scopes};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::authz::{Permission, Scope, ScopeType};
@@ -309,7 +311,10 @@ impl RoleService {
         SessionService::ensure_live(&txn, &access.principal()).await?;
         bump_authz_version(&txn, access).await?;
         let mut update = roles::Entity::update_many()
-            .col_expr(roles::Column::Version, Expr::col(roles::Column::Version).add(1))
+            .col_expr(
+                roles::Column::Version,
+                Expr::col(roles::Column::Version).add(1),
+            )
             .col_expr(roles::Column::UpdatedAt, Expr::value(Utc::now()));
         let mut details = serde_json::Map::new();
         if let Some(name) = &patch.name {
@@ -322,7 +327,10 @@ impl RoleService {
             details.insert("description".into(), description.clone().into());
         }
         if let Some(permissions) = &patch.permissions {
-            update = update.col_expr(roles::Column::Permissions, Expr::value(permissions.to_json()));
+            update = update.col_expr(
+                roles::Column::Permissions,
+                Expr::value(permissions.to_json()),
+            );
             details.insert(
                 "permissions_before".into(),
                 sorted_names(&current.permissions).into(),
@@ -420,7 +428,11 @@ impl RoleService {
         if let Some(user_id) = filter.user_id {
             match membership_of(&ctx.db, access.id(), user_id).await? {
                 Some(m) => query = query.filter(role_assignments::Column::MembershipId.eq(m.id)),
-                None => return Ok(Page::from_rows(Vec::new(), page, |a: &AssignmentView| a.row.id)),
+                None => {
+                    return Ok(Page::from_rows(Vec::new(), page, |a: &AssignmentView| {
+                        a.row.id
+                    }))
+                }
             }
         }
         if let Some((scope_type, scope_id)) = filter.scope {
@@ -494,16 +506,20 @@ impl RoleService {
                 e.into()
             }
         })?;
-        audit(access, AuditAction::RoleAssigned, ("role_assignment", row.id))
-            .details(serde_json::json!({
-                "user_id": new.user_id,
-                "role_id": role.row.id,
-                "role_name": role.row.name,
-                "scope_type": scope_type.as_str(),
-                "scope_id": scope.id(),
-            }))
-            .record(&txn, meta)
-            .await?;
+        audit(
+            access,
+            AuditAction::RoleAssigned,
+            ("role_assignment", row.id),
+        )
+        .details(serde_json::json!({
+            "user_id": new.user_id,
+            "role_id": role.row.id,
+            "role_name": role.row.name,
+            "scope_type": scope_type.as_str(),
+            "scope_id": scope.id(),
+        }))
+        .record(&txn, meta)
+        .await?;
         txn.commit().await?;
         Ok(AssignmentView {
             row,
@@ -572,16 +588,20 @@ impl RoleService {
             .one(&txn)
             .await?
             .map(|m| m.user_id);
-        audit(access, AuditAction::RoleUnassigned, ("role_assignment", row.id))
-            .details(serde_json::json!({
-                "user_id": user_id,
-                "role_id": role.row.id,
-                "role_name": role.row.name,
-                "scope_type": granted.scope.scope_type().as_str(),
-                "scope_id": granted.scope.id(),
-            }))
-            .record(&txn, meta)
-            .await?;
+        audit(
+            access,
+            AuditAction::RoleUnassigned,
+            ("role_assignment", row.id),
+        )
+        .details(serde_json::json!({
+            "user_id": user_id,
+            "role_id": role.row.id,
+            "role_name": role.row.name,
+            "scope_type": granted.scope.scope_type().as_str(),
+            "scope_id": granted.scope.id(),
+        }))
+        .record(&txn, meta)
+        .await?;
         txn.commit().await?;
         Ok(())
     }
@@ -655,7 +675,10 @@ async fn gone_or_changed(
 
 /// The scope a grant applies at, from its own columns: deleted accounts and projects included,
 /// so a grant left at one can still be revoked by whoever may revoke grants above it.
-async fn assignment_scope(conn: &impl ConnectionTrait, row: &AssignmentRow) -> ServiceResult<Scope> {
+async fn assignment_scope(
+    conn: &impl ConnectionTrait,
+    row: &AssignmentRow,
+) -> ServiceResult<Scope> {
     let org = row.organization_id;
     match (row.account_id, row.project_id) {
         (Some(account), None) => Ok(Scope::account(org, account)),
@@ -688,7 +711,10 @@ async fn readable_assignments(
     }
     let scopes = grant_scopes(&ctx.db, access).await?;
     let mut accounts = Vec::new();
-    for (_, id) in scopes.iter().filter(|(t, _)| t == ScopeType::Account.as_str()) {
+    for (_, id) in scopes
+        .iter()
+        .filter(|(t, _)| t == ScopeType::Account.as_str())
+    {
         if access
             .can(ctx, &Scope::account(access.id(), *id), Permission::RoleRead)
             .await?
@@ -719,8 +745,8 @@ async fn readable_assignments(
             }
         }
     }
-    let mut readable = Condition::any()
-        .add(role_assignments::Column::MembershipId.eq(access.membership_id));
+    let mut readable =
+        Condition::any().add(role_assignments::Column::MembershipId.eq(access.membership_id));
     if !accounts.is_empty() {
         readable = readable
             .add(role_assignments::Column::AccountId.is_in(accounts.clone()))
