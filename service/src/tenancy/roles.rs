@@ -57,7 +57,11 @@ impl PermissionSet {
                 Ok(p) => {
                     set.insert(p);
                 }
-                Err(e) => unknown.push(e.0),
+                // Echo a few, shortened: the message must not grow with the body.
+                Err(e) if unknown.len() < 5 => {
+                    unknown.push(format!("`{}`", e.0.chars().take(64).collect::<String>()))
+                }
+                Err(_) => {}
             }
         }
         if !unknown.is_empty() {
