@@ -27,6 +27,7 @@ use crate::routes;
         (name = "organizations", description = "Tenants. Everything below belongs to one organization; outsiders get 404 for anything in it"),
         (name = "accounts", description = "Accounts of an organization"),
         (name = "projects", description = "Projects of an account"),
+        (name = "roles", description = "Built-in and custom roles, and role assignments: a role granted at a scope applies to everything below it; nobody grants, defines or edits a role carrying a permission they do not hold there"),
         (name = "ops", description = "Health, readiness and signing keys"),
     )
 )]

@@ -13,5 +13,6 @@ mod openapi;
 mod ops;
 mod orgs;
 mod plans;
+mod roles;
 mod sessions;
 mod tokens;

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod me;
 pub mod ops;
 pub mod orgs;
+pub mod roles;
 
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -39,6 +40,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(orgs::list_projects)
                 .service(orgs::get_project)
                 .service(orgs::update_project)
-                .service(orgs::delete_project),
+                .service(orgs::delete_project)
+                .service(roles::list_roles)
+                .service(roles::create_role)
+                .service(roles::get_role)
+                .service(roles::update_role)
+                .service(roles::delete_role)
+                .service(roles::list_assignments)
+                .service(roles::create_assignment)
+                .service(roles::delete_assignment),
         );
 }

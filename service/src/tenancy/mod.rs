@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod guards;
+pub mod roles;
 mod scopes;
 
 use chrono::Utc;
