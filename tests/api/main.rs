@@ -12,5 +12,6 @@ mod openapi;
 mod ops;
 mod orgs;
 mod plans;
+mod policy_cli;
 mod sessions;
 mod tokens;
