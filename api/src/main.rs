@@ -101,6 +101,18 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
+            // The detail (an invalid policy's file:line messages, a database's reason) is in
+            // the causes; service errors keep their own text opaque for HTTP bodies.
+            let mut shown = err.to_string();
+            let mut source = err.source();
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if text != shown {
+                    eprintln!("caused by: {text}");
+                }
+                shown = text;
+                source = cause.source();
+            }
             ExitCode::FAILURE
         }
     }
