@@ -797,4 +797,19 @@ mod tests {
         assert_eq!(lint.errors(), 1, "{lint}");
         assert!(lint.messages[0].message.contains("built-in role"), "{lint}");
     }
+
+    #[test]
+    fn the_readme_lists_the_whole_vocabulary() {
+        let readme = std::fs::read_to_string(shipped().join("README.md")).expect("README");
+        for p in Permission::ALL {
+            let row = format!("| `{p}` | {} |", p.description());
+            assert!(readme.contains(&row), "policies/README.md lacks `{row}`");
+        }
+        for place in Place::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", place.as_str())),
+                "{place:?}"
+            );
+        }
+    }
 }
