@@ -223,7 +223,7 @@ impl PolicySet {
                         policy_file,
                         0,
                         format!(
-                            "`{OWNER_ROLE}` lacks {}: nobody can use or grant that in any organization",
+                            "`{OWNER_ROLE}` lacks {}: an organization's owners cannot use or grant that",
                             missing.join(", ")
                         ),
                     ));
