@@ -1,4 +1,4 @@
-//! The `tessera` binary: serve | migrate | openapi | admin.
+//! The `tessera` binary: serve | migrate | openapi | admin | policy.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Lint or test an authorization policy directory (model.conf, policy.csv, tests/).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +80,20 @@ enum AdminAction {
     EnableUser { email: String },
 }
 
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Check model.conf, policy.csv and tests/*.csv; exits non-zero on any error.
+    Lint {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Ask Casbin the expected decisions of DIR/tests/*.csv; exits non-zero if one fails.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,6 +101,18 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
+            // The detail (an invalid policy's file:line messages, a database's reason) is in
+            // the causes; service errors keep their own text opaque for HTTP bodies.
+            let mut shown = err.to_string();
+            let mut source = err.source();
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if text != shown {
+                    eprintln!("caused by: {text}");
+                }
+                shown = text;
+                source = cause.source();
+            }
             ExitCode::FAILURE
         }
     }
@@ -150,6 +181,23 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .ok_or("no such user")?;
             service::users::UserService::set_status(&db, user.id, status).await?;
             println!("{} is now {:?}", email.as_str(), status);
+        }
+        Command::Policy { action } => {
+            use service::authz::policy_test::{lint_dir, run_dir};
+            let (report, passed) = match &action {
+                PolicyAction::Lint { dir } => {
+                    let report = lint_dir(dir);
+                    (report.to_string(), report.errors() == 0)
+                }
+                PolicyAction::Test { dir } => {
+                    let report = run_dir(dir);
+                    (report.to_string(), report.passed())
+                }
+            };
+            println!("{report}");
+            if !passed {
+                return Err("the policy did not pass".into());
+            }
         }
     }
     Ok(())

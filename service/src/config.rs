@@ -294,7 +294,7 @@ pub enum ConfigError {
 }
 
 /// Top-level keys of [`Settings`], the only ones read from `TESSERA_*` variables.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "cache",
     "environment",
     "data_dir",
@@ -303,6 +303,7 @@ const SECTIONS: [&str; 8] = [
     "auth",
     "password",
     "log",
+    "policy",
 ];
 
 impl Settings {
@@ -414,6 +415,16 @@ mod tests {
             assert_eq!(s.auth.access_token_ttl_secs, 60);
             assert_eq!(s.database.url, "postgres://db.example/tessera");
             assert_eq!(s.password.memory_kib, OWASP_MEMORY_KIB, "default kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_policy_dir_comes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_POLICY__DIR", "/etc/tessera/policies");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.policy.dir, Some(PathBuf::from("/etc/tessera/policies")));
             Ok(())
         });
     }

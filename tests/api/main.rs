@@ -13,6 +13,7 @@ mod openapi;
 mod ops;
 mod orgs;
 mod plans;
+mod policy_cli;
 mod roles;
 mod sessions;
 mod tokens;

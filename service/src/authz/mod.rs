@@ -3,6 +3,7 @@
 
 mod adapter;
 pub mod policy;
+pub mod policy_test;
 mod vocabulary;
 
 use std::collections::HashMap;

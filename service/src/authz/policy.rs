@@ -3,12 +3,29 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
+use casbin::{Adapter, CoreApi, DefaultModel, Enforcer, Filter, Model};
+use uuid::Uuid;
+
 use super::vocabulary::Permission;
+use super::Scope;
+
+/// The role every organization's creator is granted; the server cannot work without it.
+const OWNER_ROLE: &str = "owner";
 
 pub const EMBEDDED_MODEL: &str = include_str!("../../../policies/model.conf");
 pub const EMBEDDED_POLICY: &str = include_str!("../../../policies/policy.csv");
+
+/// Errors make a policy unusable (the server refuses to start, `tessera policy lint` exits
+/// non-zero); warnings point at something an author probably did not mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
 
 /// A problem found in a policy file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,15 +34,42 @@ pub struct LintMessage {
     /// 1-based; 0 when the problem concerns the whole file.
     pub line: usize,
     pub message: String,
+    pub severity: Severity,
 }
 
+impl LintMessage {
+    pub fn error(file: impl Into<String>, line: usize, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            message: message.into(),
+            severity: Severity::Error,
+        }
+    }
+
+    pub fn warning(file: impl Into<String>, line: usize, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(file, line, message)
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// `file:line: message`, with `warning: ` before the message of a warning.
 impl fmt::Display for LintMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        write!(f, "{}", self.file)?;
+        if self.line != 0 {
+            write!(f, ":{}", self.line)?;
         }
+        if self.severity == Severity::Warning {
+            write!(f, ": warning")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
@@ -46,6 +90,10 @@ pub struct PolicySet {
     pub builtin: BTreeMap<String, BTreeSet<Permission>>,
     /// Where the files came from (`embedded` or a directory), for messages.
     pub source: String,
+    /// The file `lines` come from, as shown in messages.
+    pub policy_file: String,
+    /// What the lint found that does not stop the policy from being used.
+    pub warnings: Vec<LintMessage>,
 }
 
 impl PolicySet {
@@ -67,11 +115,7 @@ impl PolicySet {
             let shown = path.display().to_string();
             std::fs::read_to_string(&path)
                 .map(|text| (text, shown.clone()))
-                .map_err(|e| LintMessage {
-                    file: shown,
-                    line: 0,
-                    message: format!("cannot read: {e}"),
-                })
+                .map_err(|e| LintMessage::error(shown, 0, format!("cannot read: {e}")))
         };
         let model = read("model.conf");
         let policy = read("policy.csv");
@@ -87,7 +131,8 @@ impl PolicySet {
         }
     }
 
-    /// Parses and lints both files; every problem is reported, not only the first.
+    /// Parses and lints both files; every error is reported, not only the first (warnings are
+    /// in [`PolicySet::warnings`] when there is no error).
     pub fn parse(
         model: &str,
         policy: &str,
@@ -104,13 +149,8 @@ impl PolicySet {
             if text.is_empty() || text.starts_with('#') {
                 continue;
             }
-            let mut problem = |message: String| {
-                problems.push(LintMessage {
-                    file: policy_file.to_owned(),
-                    line,
-                    message,
-                })
-            };
+            let mut problem =
+                |message: String| problems.push(LintMessage::error(policy_file, line, message));
             let fields: Vec<&str> = text.split(',').map(str::trim).collect();
             if fields[0] != "p" {
                 problem(format!(
@@ -158,16 +198,6 @@ impl PolicySet {
                 permission,
             });
         }
-        if lines.is_empty() && problems.is_empty() {
-            problems.push(LintMessage {
-                file: policy_file.to_owned(),
-                line: 0,
-                message: "defines no role".into(),
-            });
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
         let mut builtin: BTreeMap<String, BTreeSet<Permission>> = BTreeMap::new();
         for l in &lines {
             builtin
@@ -175,11 +205,46 @@ impl PolicySet {
                 .or_default()
                 .insert(l.permission);
         }
+        match builtin.get(OWNER_ROLE) {
+            None if problems.is_empty() => problems.push(LintMessage::error(
+                policy_file,
+                0,
+                format!("no `{OWNER_ROLE}` role: the creator of an organization is granted `{OWNER_ROLE}`"),
+            )),
+            None => {}
+            Some(held) => {
+                let missing: Vec<&str> = Permission::ALL
+                    .into_iter()
+                    .filter(|p| !held.contains(p))
+                    .map(Permission::as_str)
+                    .collect();
+                if !missing.is_empty() {
+                    problems.push(LintMessage::warning(
+                        policy_file,
+                        0,
+                        format!(
+                            "`{OWNER_ROLE}` lacks {}: an organization's owners cannot use or grant that",
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if !problems.iter().any(LintMessage::is_error) {
+            problems.extend(check_with_casbin(model, model_file));
+        }
+        let (errors, warnings): (Vec<_>, Vec<_>) =
+            problems.into_iter().partition(LintMessage::is_error);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         Ok(Self {
             model_text: model.to_owned(),
             lines,
             builtin,
             source,
+            policy_file: policy_file.to_owned(),
+            warnings,
         })
     }
 
@@ -188,11 +253,12 @@ impl PolicySet {
     }
 }
 
-/// The sections and request shape the server relies on; Casbin itself checks the rest when the
-/// model is loaded (see [`super::build_enforcer`]).
-fn lint_model(model: &str, file: &str) -> Vec<LintMessage> {
+/// `(section, key) → (line, value)` of a model file, and the lines that are neither.
+type ModelEntries = BTreeMap<(String, String), (usize, String)>;
+
+fn model_entries(model: &str, file: &str) -> (ModelEntries, Vec<LintMessage>) {
     let mut problems = Vec::new();
-    let mut sections = BTreeMap::new();
+    let mut entries = BTreeMap::new();
     let mut current = String::new();
     for (index, raw) in model.lines().enumerate() {
         let text = raw.trim();
@@ -201,47 +267,54 @@ fn lint_model(model: &str, file: &str) -> Vec<LintMessage> {
         }
         if text.starts_with('[') {
             if !text.ends_with(']') {
-                problems.push(LintMessage {
-                    file: file.to_owned(),
-                    line: index + 1,
-                    message: format!("unterminated section header `{text}`"),
-                });
+                problems.push(LintMessage::error(
+                    file,
+                    index + 1,
+                    format!("unterminated section header `{text}`"),
+                ));
             }
             current = text.trim_matches(['[', ']']).to_owned();
             continue;
         }
         let Some((key, value)) = text.split_once('=') else {
-            problems.push(LintMessage {
-                file: file.to_owned(),
-                line: index + 1,
-                message: format!("expected `key = value`, found `{text}`"),
-            });
+            problems.push(LintMessage::error(
+                file,
+                index + 1,
+                format!("expected `key = value`, found `{text}`"),
+            ));
             continue;
         };
-        sections.insert(
+        entries.insert(
             (current.clone(), key.trim().to_owned()),
             (index + 1, value.trim().to_owned()),
         );
     }
+    (entries, problems)
+}
+
+/// The sections and request shape the server relies on; Casbin itself checks the rest
+/// ([`check_with_casbin`]).
+fn lint_model(model: &str, file: &str) -> Vec<LintMessage> {
+    let (sections, mut problems) = model_entries(model, file);
     let expect = |section: &str, key: &str, fields: Option<&str>, problems: &mut Vec<_>| {
         match sections.get(&(section.to_owned(), key.to_owned())) {
-            None => problems.push(LintMessage {
-                file: file.to_owned(),
-                line: 0,
-                message: format!("missing `{key}` in [{section}]"),
-            }),
+            None => problems.push(LintMessage::error(
+                file,
+                0,
+                format!("missing `{key}` in [{section}]"),
+            )),
             Some((line, value)) => {
                 if let Some(fields) = fields {
                     let normalized: String = value.chars().filter(|c| !c.is_whitespace()).collect();
                     if normalized != fields {
-                        problems.push(LintMessage {
-                            file: file.to_owned(),
-                            line: *line,
-                            message: format!(
+                        problems.push(LintMessage::error(
+                            file,
+                            *line,
+                            format!(
                                 "Tessera sends `{key} = {}` and loads lines of that shape; found `{value}`",
                                 fields.replace(',', ", ")
                             ),
-                        });
+                        ));
                     }
                 }
             }
@@ -257,7 +330,214 @@ fn lint_model(model: &str, file: &str) -> Vec<LintMessage> {
     expect("role_definition", "g", Some("_,_,_"), &mut problems);
     expect("policy_effect", "e", None, &mut problems);
     expect("matchers", "m", None, &mut problems);
+    // Casbin panics on an effect it does not know, and the `p` lines carry no effect column,
+    // so the deny-based effects it does know would read every line as allow.
+    if let Some((line, value)) = sections.get(&("policy_effect".to_owned(), "e".to_owned())) {
+        let normalized: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+        if normalized != "some(where(p.eft==allow))" {
+            problems.push(LintMessage::error(
+                file,
+                *line,
+                format!("Tessera's `p` lines only allow: the effect must be `some(where (p.eft == allow))`, found `{value}`"),
+            ));
+        }
+    }
     problems
+}
+
+/// Loads the model with Casbin, as the server does, and asks it one question shaped like the
+/// server's, so that a matcher or effect Casbin cannot evaluate is found here rather than on
+/// the first request. Run only on a model whose shape [`lint_model`] accepted.
+fn check_with_casbin(model: &str, file: &str) -> Vec<LintMessage> {
+    let (entries, _) = model_entries(model, file);
+    let line_of = |section: &str, key: &str| {
+        entries
+            .get(&(section.to_owned(), key.to_owned()))
+            .map_or(0, |(line, _)| *line)
+    };
+    let matcher_line = line_of("matchers", "m");
+    let (org, account, project, user) = (
+        Uuid::from_u128(1),
+        Uuid::from_u128(2),
+        Uuid::from_u128(3),
+        Uuid::from_u128(4),
+    );
+    let role = "lint-sample";
+    let lines = vec![
+        (
+            "p",
+            vec![role.into(), "*".into(), Permission::OrgRead.as_str().into()],
+        ),
+        ("g", vec![user.to_string(), role.into(), org.to_string()]),
+    ];
+    let model = model.to_owned();
+    let outcome = block_on(move || async move {
+        let enforcer = enforcer_from_lines(&model, lines).await.map_err(|e| {
+            let line = match &e {
+                casbin::Error::ModelError(casbin::error::ModelError::R(_)) => {
+                    line_of("request_definition", "r")
+                }
+                casbin::Error::ModelError(casbin::error::ModelError::P(_)) => {
+                    line_of("policy_definition", "p")
+                }
+                casbin::Error::ModelError(casbin::error::ModelError::E(_)) => {
+                    line_of("policy_effect", "e")
+                }
+                casbin::Error::ModelError(casbin::error::ModelError::M(_)) => matcher_line,
+                _ => 0,
+            };
+            (
+                line,
+                format!("Casbin cannot load the model: {}", casbin_message(&e)),
+            )
+        })?;
+        let mut allowed = Vec::new();
+        for scope in [
+            Scope::organization(org),
+            Scope::project(org, account, project),
+        ] {
+            let decision =
+                super::enforce(&enforcer, user, &scope, Permission::OrgRead).map_err(|e| {
+                    (
+                        matcher_line,
+                        format!(
+                            "Casbin cannot evaluate the matcher: {}",
+                            service_error_message(&e)
+                        ),
+                    )
+                })?;
+            allowed.push(decision);
+        }
+        Ok::<_, (usize, String)>(allowed)
+    });
+    match outcome {
+        Some(Ok(allowed)) if allowed.iter().all(|a| *a) => Vec::new(),
+        Some(Ok(_)) => vec![LintMessage::warning(
+            file,
+            matcher_line,
+            "a role granted at an organization does not get its own permission there and \
+             below: every such decision will be deny",
+        )],
+        Some(Err((line, message))) => vec![LintMessage::error(file, line, message)],
+        None => vec![LintMessage::error(
+            file,
+            0,
+            "Casbin could not be run to check the model",
+        )],
+    }
+}
+
+/// Casbin's own words (its `Display` wraps them in `Debug` output).
+fn casbin_message(e: &casbin::Error) -> String {
+    match e {
+        casbin::Error::ModelError(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The cause a [`crate::error::ServiceError`] carries (its `Display` is deliberately opaque).
+pub(crate) fn service_error_message(e: &crate::error::ServiceError) -> String {
+    std::error::Error::source(e).map_or_else(|| e.to_string(), ToString::to_string)
+}
+
+/// A Casbin enforcer over `model` (loaded as [`super::build_enforcer`] loads it) and the given
+/// `("p" | "g", fields)` lines, for the lint and `tessera policy test`.
+pub(crate) async fn enforcer_from_lines(
+    model: &str,
+    lines: Vec<(&'static str, Vec<String>)>,
+) -> casbin::Result<Enforcer> {
+    let model = DefaultModel::from_str(model).await?;
+    Enforcer::new(model, FixedAdapter(lines)).await
+}
+
+/// Runs Casbin's (async, but I/O-free for in-memory models and lines) loading to completion from
+/// synchronous code, on a thread of its own so that it also works inside a runtime.
+pub(crate) fn block_on<F, Fut>(make: F) -> Option<Fut::Output>
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future,
+    Fut::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .ok()
+                .map(|rt| rt.block_on(make()))
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}
+
+/// Hands Casbin a fixed set of lines, the way [`super::SeaOrmAdapter`] hands it rows.
+struct FixedAdapter(Vec<(&'static str, Vec<String>)>);
+
+#[async_trait]
+impl Adapter for FixedAdapter {
+    async fn load_policy(&mut self, m: &mut dyn Model) -> casbin::Result<()> {
+        for (ptype, rule) in &self.0 {
+            m.add_policy(ptype, ptype, rule.clone());
+        }
+        Ok(())
+    }
+
+    async fn load_filtered_policy<'a>(
+        &mut self,
+        m: &mut dyn Model,
+        _f: Filter<'a>,
+    ) -> casbin::Result<()> {
+        self.load_policy(m).await
+    }
+
+    async fn save_policy(&mut self, _m: &mut dyn Model) -> casbin::Result<()> {
+        Ok(())
+    }
+
+    async fn clear_policy(&mut self) -> casbin::Result<()> {
+        Ok(())
+    }
+
+    fn is_filtered(&self) -> bool {
+        false
+    }
+
+    async fn add_policy(&mut self, _: &str, _: &str, _: Vec<String>) -> casbin::Result<bool> {
+        Ok(false)
+    }
+
+    async fn add_policies(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: Vec<Vec<String>>,
+    ) -> casbin::Result<bool> {
+        Ok(false)
+    }
+
+    async fn remove_policy(&mut self, _: &str, _: &str, _: Vec<String>) -> casbin::Result<bool> {
+        Ok(false)
+    }
+
+    async fn remove_policies(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: Vec<Vec<String>>,
+    ) -> casbin::Result<bool> {
+        Ok(false)
+    }
+
+    async fn remove_filtered_policy(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: usize,
+        _: Vec<String>,
+    ) -> casbin::Result<bool> {
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +567,81 @@ mod tests {
         assert!(errs[0].message.contains("duplicate"));
         assert!(errs[1].message.contains("unknown permission"));
         assert!(errs.iter().all(|e| e.file == "p.csv"));
+    }
+
+    #[test]
+    fn casbin_loads_the_model_and_a_broken_matcher_is_an_error_at_its_line() {
+        let m_line = EMBEDDED_MODEL
+            .lines()
+            .position(|l| l.starts_with("m ="))
+            .expect("a matcher")
+            + 1;
+        let unbalanced = EMBEDDED_MODEL.replace("m = (g(r.sub", "m = ((g(r.sub");
+        let errs = PolicySet::parse(&unbalanced, EMBEDDED_POLICY, "m.conf", "p.csv", "t".into())
+            .expect_err("invalid");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with(&format!("m.conf:{m_line}: Casbin cannot load the model")),
+            "{errs:?}"
+        );
+
+        // Compiles, but names what the request does not have: found by the sample decision.
+        let undefined = EMBEDDED_MODEL.replace("r.act == p.act", "r.act == p.action");
+        let errs = PolicySet::parse(&undefined, EMBEDDED_POLICY, "m.conf", "p.csv", "t".into())
+            .expect_err("invalid");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, m_line);
+        assert!(errs[0].message.contains("cannot evaluate"), "{errs:?}");
+    }
+
+    #[test]
+    fn an_effect_other_than_allow_is_refused_before_casbin_panics_on_it() {
+        for effect in ["!some(where (p.eft == deny))", "first(p.eft)"] {
+            let model = EMBEDDED_MODEL.replace("some(where (p.eft == allow))", effect);
+            let errs = PolicySet::parse(&model, EMBEDDED_POLICY, "m.conf", "p.csv", "t".into())
+                .expect_err("invalid");
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(errs[0].message.contains("effect"), "{errs:?}");
+        }
+    }
+
+    #[test]
+    fn a_model_that_denies_a_role_where_it_is_granted_is_a_warning() {
+        let model = EMBEDDED_MODEL.replace("r.act == p.act", "r.act != p.act");
+        let policy = PolicySet::parse(&model, EMBEDDED_POLICY, "m.conf", "p.csv", "t".into())
+            .expect("usable, if useless");
+        assert_eq!(policy.warnings.len(), 1);
+        assert_eq!(policy.warnings[0].severity, Severity::Warning);
+        assert!(policy.warnings[0].to_string().contains(": warning: "));
+    }
+
+    #[test]
+    fn owner_is_required_and_should_hold_the_whole_vocabulary() {
+        let errs = PolicySet::parse(
+            EMBEDDED_MODEL,
+            "p, viewer, *, org:read\n",
+            "m.conf",
+            "p.csv",
+            "t".into(),
+        )
+        .expect_err("no owner");
+        assert_eq!(
+            errs[0].to_string(),
+            "p.csv: no `owner` role: the creator of an organization is granted `owner`"
+        );
+
+        let policy = PolicySet::parse(
+            EMBEDDED_MODEL,
+            "p, owner, *, org:read\n",
+            "m.conf",
+            "p.csv",
+            "t".into(),
+        )
+        .expect("a warning only");
+        assert_eq!(policy.warnings.len(), 1);
+        assert!(policy.warnings[0].message.contains("org:delete"));
     }
 
     #[test]
