@@ -46,6 +46,24 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Outgoing mail.
+    Mail {
+        #[command(subcommand)]
+        action: MailAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailAction {
+    /// Print the outbox, newest first, one JSON object a line.
+    Outbox {
+        /// Only messages to this address (case-insensitive).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +168,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .ok_or("no such user")?;
             service::users::UserService::set_status(&db, user.id, status).await?;
             println!("{} is now {:?}", email.as_str(), status);
+        }
+        Command::Mail {
+            action: MailAction::Outbox { to, limit },
+        } => {
+            let settings = load()?;
+            let db = service::db::connect(&settings.database).await?;
+            for line in service::mail::outbox_lines(&db, to.as_deref(), limit).await? {
+                println!("{line}");
+            }
         }
     }
     Ok(())
