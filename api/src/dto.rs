@@ -10,6 +10,7 @@ use service::users::User;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod members;
 pub mod tenancy;
 
 // The schema patterns state exactly what `service::domain` parses, so generated clients and

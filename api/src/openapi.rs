@@ -25,6 +25,8 @@ use crate::routes;
         (name = "organizations", description = "Tenants. Everything below belongs to one organization; outsiders get 404 for anything in it"),
         (name = "accounts", description = "Accounts of an organization"),
         (name = "projects", description = "Projects of an account"),
+        (name = "members", description = "Who belongs to an organization, with the roles they hold; removing members and leaving"),
+        (name = "invitations", description = "Inviting people by email (the link is only ever mailed) and accepting"),
         (name = "ops", description = "Health, readiness and signing keys"),
     )
 )]

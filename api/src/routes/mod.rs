@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod me;
+pub mod members;
 pub mod ops;
 pub mod orgs;
 
@@ -39,6 +40,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(orgs::list_projects)
                 .service(orgs::get_project)
                 .service(orgs::update_project)
-                .service(orgs::delete_project),
+                .service(orgs::delete_project)
+                .service(members::list_members)
+                .service(members::remove_member)
+                .service(members::create_invitation)
+                .service(members::list_invitations)
+                .service(members::revoke_invitation)
+                .service(members::accept_invitation),
         );
 }
