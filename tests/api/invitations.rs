@@ -337,7 +337,7 @@ async fn nobody_invites_with_more_than_they_hold(app: TestApp) {
     .await;
     let at = |id: Uuid| Some(json!({"type": "account", "id": id}));
 
-    let cases: Vec<(&str, &TestUser, &str, Option<Value>, StatusCode, &str)> = vec![
+    let cases = [
         (
             "member lacks member:invite",
             &member,

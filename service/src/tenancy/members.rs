@@ -177,11 +177,15 @@ impl MemberService {
             else {
                 continue;
             };
-            if !held_at.contains_key(&scope.id()) {
-                let held = access.held(ctx, &scope).await?.into_iter().collect();
-                held_at.insert(scope.id(), held);
-            }
-            let held = held_at.get(&scope.id()).cloned().unwrap_or_default();
+            let held = match held_at.get(&scope.id()) {
+                Some(held) => held.clone(),
+                None => {
+                    let held: BTreeSet<Permission> =
+                        access.held(ctx, &scope).await?.into_iter().collect();
+                    held_at.insert(scope.id(), held.clone());
+                    held
+                }
+            };
             if !role.permissions.is_subset(&held) {
                 return Err(ServiceError::Denied("escalation_denied"));
             }
