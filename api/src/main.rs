@@ -51,6 +51,24 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Outgoing mail.
+    Mail {
+        #[command(subcommand)]
+        action: MailAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailAction {
+    /// Print the outbox, newest first, one JSON object a line.
+    Outbox {
+        /// Only messages to this address (case-insensitive).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +215,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("{report}");
             if !passed {
                 return Err("the policy did not pass".into());
+            }
+        }
+        Command::Mail {
+            action: MailAction::Outbox { to, limit },
+        } => {
+            let settings = load()?;
+            let db = service::db::connect(&settings.database).await?;
+            for line in service::mail::outbox_lines(&db, to.as_deref(), limit).await? {
+                println!("{line}");
             }
         }
     }

@@ -28,6 +28,8 @@ use crate::routes;
         (name = "accounts", description = "Accounts of an organization"),
         (name = "projects", description = "Projects of an account"),
         (name = "roles", description = "Built-in and custom roles, and role assignments: a role granted at a scope applies to everything below it; nobody grants, defines or edits a role carrying a permission they do not hold there"),
+        (name = "members", description = "Who belongs to an organization, with the roles they hold; removing members and leaving"),
+        (name = "invitations", description = "Inviting people by email (the link is only ever mailed) and accepting"),
         (name = "ops", description = "Health, readiness and signing keys"),
     )
 )]

@@ -88,3 +88,27 @@ impl Mailer {
             .await?)
     }
 }
+
+/// The outbox as `tessera mail outbox` prints it: newest first, one JSON object a line, with
+/// `id`, `to`, `kind`, `subject`, `body` and `created_at`.
+pub async fn outbox_lines(
+    conn: &impl ConnectionTrait,
+    to: Option<&str>,
+    limit: u64,
+) -> ServiceResult<Vec<String>> {
+    Ok(Mailer::outbox(conn, to, limit)
+        .await?
+        .into_iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id,
+                "to": m.recipient,
+                "kind": m.kind,
+                "subject": m.subject,
+                "body": m.body,
+                "created_at": m.created_at,
+            })
+            .to_string()
+        })
+        .collect())
+}

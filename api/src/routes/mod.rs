@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod me;
+pub mod members;
 pub mod ops;
 pub mod orgs;
 pub mod roles;
@@ -48,6 +49,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(roles::delete_role)
                 .service(roles::list_assignments)
                 .service(roles::create_assignment)
-                .service(roles::delete_assignment),
+                .service(roles::delete_assignment)
+                .service(members::list_members)
+                .service(members::remove_member)
+                .service(members::create_invitation)
+                .service(members::list_invitations)
+                .service(members::revoke_invitation)
+                .service(members::accept_invitation),
         );
 }

@@ -210,13 +210,29 @@ pub async fn bump_authz_version(
     conn: &impl ConnectionTrait,
     access: &OrgAccess,
 ) -> ServiceResult<()> {
+    bump_authz_version_of(
+        conn,
+        access.organization.id,
+        access.organization.authz_version,
+    )
+    .await
+}
+
+/// [`bump_authz_version`] for a change decided on someone else's rights than the caller's (an
+/// invitation's acceptance rests on its inviter's): the organization and the `authz_version`
+/// those decisions were made at.
+pub async fn bump_authz_version_of(
+    conn: &impl ConnectionTrait,
+    organization_id: Uuid,
+    expected_version: i64,
+) -> ServiceResult<()> {
     let result = organizations::Entity::update_many()
         .col_expr(
             organizations::Column::AuthzVersion,
             Expr::col(organizations::Column::AuthzVersion).add(1),
         )
-        .filter(organizations::Column::Id.eq(access.organization.id))
-        .filter(organizations::Column::AuthzVersion.eq(access.organization.authz_version))
+        .filter(organizations::Column::Id.eq(organization_id))
+        .filter(organizations::Column::AuthzVersion.eq(expected_version))
         .filter(organizations::Column::DeletedAt.is_null())
         .exec(conn)
         .await?;

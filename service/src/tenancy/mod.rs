@@ -9,6 +9,8 @@
 
 pub mod access;
 pub mod guards;
+pub mod invitations;
+pub mod members;
 pub mod roles;
 mod scopes;
 
