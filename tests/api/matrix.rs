@@ -365,10 +365,13 @@ fn holds(policy: &PolicySet, p: Persona, permission: Permission, kind: &str) -> 
     permission == Permission::OrgRead || policy.builtin[role].contains(&permission)
 }
 
+/// What a member must hold to see an object of `kind` at all (without it: 404).
 fn read_permission(kind: &str) -> Permission {
     match kind {
         "account" => Permission::AccountRead,
         "project" => Permission::ProjectRead,
+        "role" | "assignment" => Permission::RoleRead,
+        "invitation" | "member" => Permission::MemberRead,
         _ => Permission::OrgRead,
     }
 }
@@ -412,8 +415,7 @@ fn expected_own(
         }
     }
     // Member removing themself is leaving; not a case of this matrix (targets are others).
-    let readable =
-        !matches!(kind, "account" | "project") || holds(policy, p, read_permission(kind), kind);
+    let readable = holds(policy, p, read_permission(kind), kind);
     if readable {
         &[403]
     } else {

@@ -3,6 +3,7 @@
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use secrecy::ExposeSecret;
+use service::authz::Permission;
 use service::domain::Email;
 use service::paging::PageRequest;
 use service::tenancy::invitations::{
@@ -88,12 +89,17 @@ pub async fn remove_member(
     if user_id == access.user_id {
         MemberService::leave(&ctx, &meta.0, &access).await?;
     } else {
+        // Someone who is not a member is not there (404); a member you may not see is not
+        // either; one you may see but not remove is 403.
+        service::tenancy::guards::membership_of(&ctx.db, access.id(), user_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         let granted = access
             .require(
                 &ctx,
                 &access.org_scope(),
                 required.0,
-                read_permission_for(required.0),
+                Permission::MemberRead,
             )
             .await?;
         MemberService::remove(&ctx, &meta.0, &access, granted, user_id).await?;
@@ -210,8 +216,9 @@ pub async fn revoke_invitation(
     let (org_id, invitation_id) = path.into_inner();
     let access = OrgAccess::load(&ctx, &auth.0, org_id).await?;
     let (invitation, scope) = InvitationService::get(&ctx, &access, invitation_id).await?;
+    // An invitation is visible to those who may list invitations (`member:read`) there.
     let granted = access
-        .require(&ctx, &scope, required.0, read_permission_at(&scope))
+        .require(&ctx, &scope, required.0, Permission::MemberRead)
         .await?;
     InvitationService::revoke(&ctx, &meta.0, &access, granted, &invitation).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -4,7 +4,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
-use service::authz::ScopeType;
+use service::authz::{Permission, ScopeType};
 use service::domain::{parse_description, RoleName};
 use service::paging::PageRequest;
 use service::tenancy::read_permission_for;
@@ -161,16 +161,23 @@ pub async fn get_role(
 ) -> Result<HttpResponse, ApiError> {
     let (org_id, role_id) = path.into_inner();
     let access = OrgAccess::load(&ctx, &auth.0, org_id).await?;
-    let granted = access
-        .require(
-            &ctx,
-            &access.org_scope(),
-            required.0,
-            read_permission_for(required.0),
-        )
-        .await?;
+    let granted = require_on_role(&ctx, &access, role_id, required).await?;
     let role = RoleService::get(&ctx, &access, granted, role_id).await?;
     Ok(role_response(StatusCode::OK, role.into()))
+}
+
+/// A role of this organization exists (404 otherwise), then `required` at the organization:
+/// 404 if the caller may not even read roles, 403 if they may read but not do this.
+async fn require_on_role(
+    ctx: &AppContext,
+    access: &OrgAccess,
+    role_id: Uuid,
+    required: Requires,
+) -> Result<service::tenancy::Granted, ApiError> {
+    service::tenancy::guards::role_in_org(ctx, &ctx.db, access, role_id).await?;
+    Ok(access
+        .require(ctx, &access.org_scope(), required.0, Permission::RoleRead)
+        .await?)
 }
 
 /// Edit a custom role (optimistic locking: `version` or `If-Match`). You must hold every
@@ -205,14 +212,7 @@ pub async fn update_role(
 ) -> Result<HttpResponse, ApiError> {
     let (org_id, role_id) = path.into_inner();
     let access = OrgAccess::load(&ctx, &auth.0, org_id).await?;
-    let granted = access
-        .require(
-            &ctx,
-            &access.org_scope(),
-            required.0,
-            read_permission_for(required.0),
-        )
-        .await?;
+    let granted = require_on_role(&ctx, &access, role_id, required).await?;
     let version = expected_version(body.version, req.headers())?;
     let patch = role_patch(&body)?;
     let role =
@@ -249,14 +249,7 @@ pub async fn delete_role(
 ) -> Result<HttpResponse, ApiError> {
     let (org_id, role_id) = path.into_inner();
     let access = OrgAccess::load(&ctx, &auth.0, org_id).await?;
-    let granted = access
-        .require(
-            &ctx,
-            &access.org_scope(),
-            required.0,
-            read_permission_for(required.0),
-        )
-        .await?;
+    let granted = require_on_role(&ctx, &access, role_id, required).await?;
     let version = optional_version(req.headers())?;
     RoleService::delete(&ctx, &meta.0, &access, granted, role_id, version).await?;
     Ok(HttpResponse::NoContent().finish())
