@@ -172,8 +172,15 @@ api_create() { # path body -> id of the created object
 ST_ORG_ID=$(api_create /v1/orgs "{\"name\":\"Schemathesis\",\"slug\":\"st-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')\"}")
 ST_ACCOUNT_ID=$(api_create "/v1/orgs/$ST_ORG_ID/accounts" '{"name":"Main","slug":"main"}')
 ST_PROJECT_ID=$(api_create "/v1/orgs/$ST_ORG_ID/accounts/$ST_ACCOUNT_ID/projects" '{"name":"Web","slug":"web"}')
-export ST_ORG_ID ST_ACCOUNT_ID ST_PROJECT_ID
-log "owner of organization $ST_ORG_ID (account $ST_ACCOUNT_ID, project $ST_PROJECT_ID)"
+ST_ROLE_ID=$(api_create "/v1/orgs/$ST_ORG_ID/roles" '{"name":"st-auditor","permissions":["project:read"]}')
+ST_INVITATION_ID=$(api_create "/v1/orgs/$ST_ORG_ID/invitations" "{\"email\":\"invitee-$ST_EMAIL\",\"role_id\":\"$ST_ROLE_ID\"}")
+ST_USER_ID=$("$TESSERA_VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK_DIR/register.json")
+ST_ASSIGNMENT_ID=$(curl -sf --max-time 10 -H "Authorization: Bearer $TOKEN" "$BASE/v1/orgs/$ST_ORG_ID/role-assignments" |
+    "$TESSERA_VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+ST_VIEWER_ROLE_ID=$(curl -sf --max-time 10 -H "Authorization: Bearer $TOKEN" "$BASE/v1/orgs/$ST_ORG_ID/roles" |
+    "$TESSERA_VENV/bin/python" -c 'import json,sys; print(next(r["id"] for r in json.load(sys.stdin)["items"] if r["name"] == "viewer"))')
+export ST_ORG_ID ST_ACCOUNT_ID ST_PROJECT_ID ST_ROLE_ID ST_INVITATION_ID ST_USER_ID ST_ASSIGNMENT_ID ST_VIEWER_ROLE_ID
+log "owner of organization $ST_ORG_ID (account $ST_ACCOUNT_ID, project $ST_PROJECT_ID, role $ST_ROLE_ID)"
 
 # --- authentication during the run -----------------------------------------------------------
 # Four operations can kill the token they are called with or its siblings: POST /v1/auth/logout
@@ -236,36 +243,75 @@ _FIXTURE = {
     "org_id": os.environ["ST_ORG_ID"],
     "account_id": os.environ["ST_ACCOUNT_ID"],
     "project_id": os.environ["ST_PROJECT_ID"],
+    "role_id": os.environ["ST_ROLE_ID"],
+    "invitation_id": os.environ["ST_INVITATION_ID"],
+    # The account's own membership and owner grant: removing either is refused (last owner),
+    # so these cases exercise that refusal without changing anything.
+    "user_id": os.environ["ST_USER_ID"],
+    "assignment_id": os.environ["ST_ASSIGNMENT_ID"],
 }
 _BASE = os.environ["ST_BASE_URL"]
 _COUNTER = itertools.count()
 
 
-def _create(path, auth):
+def _create(path, _auth, body=None):
+    # A token of its own: a negative case's Authorization header may be deliberately broken.
+    login = _HTTP.post(_LOGIN_URL, json=_CREDENTIALS, timeout=15)
+    auth = f"Bearer {login.json()['access_token']}"
     slug = "st-" + uuid.uuid4().hex[:12]
-    response = _HTTP.post(_BASE + path, json={"name": slug, "slug": slug},
+    response = _HTTP.post(_BASE + path, json=body or {"name": slug, "slug": slug},
                           headers={"Authorization": auth}, timeout=15)
     if response.status_code != 201:
         raise RuntimeError(f"POST {path} answered {response.status_code}: {response.text[:500]}")
     return response.json()["id"]
 
 
-def _use_tenant_fixture(case, auth):
+def _use_tenant_fixture(case, auth, positive):
     params = case.path_parameters
-    if not params or "org_id" not in params or next(_COUNTER) % 4 == 3:
+    if not params or "org_id" not in params:
         return
+    substitute = positive and next(_COUNTER) % 4 != 3
     ids = dict(_FIXTURE)
+    org = ids["org_id"]
+    path = case.operation.path
+    # The stateful phase feeds ids from earlier responses, the fixture's among them, to positive
+    # and negative cases alike: a DELETE naming a fixture object gets a fresh one too.
+    names_fixture = any(str(v) in _FIXTURE.values() for v in params.values())
+    if not substitute and not (names_fixture and case.operation.method.upper() == "DELETE"):
+        return
     if case.operation.method.upper() == "DELETE":
-        if case.operation.path == "/v1/orgs/{org_id}":
+        fresh = "st-" + uuid.uuid4().hex[:12]
+        if path == "/v1/orgs/{org_id}":
             ids["org_id"] = _create("/v1/orgs", auth)
-        elif case.operation.path == "/v1/orgs/{org_id}/accounts/{account_id}":
-            ids["account_id"] = _create(f"/v1/orgs/{ids['org_id']}/accounts", auth)
-        elif case.operation.path.endswith("/projects/{project_id}"):
-            ids["project_id"] = _create(
-                f"/v1/orgs/{ids['org_id']}/accounts/{ids['account_id']}/projects", auth)
+        elif path == "/v1/orgs/{org_id}/accounts/{account_id}":
+            ids["account_id"] = _create(f"/v1/orgs/{org}/accounts", auth)
+        elif path.endswith("/projects/{project_id}"):
+            ids["project_id"] = _create(f"/v1/orgs/{org}/accounts/{ids['account_id']}/projects", auth)
+        elif path.endswith("/roles/{role_id}"):
+            ids["role_id"] = _create(f"/v1/orgs/{org}/roles", auth,
+                                     {"name": fresh, "permissions": ["project:read"]})
+        elif path.endswith("/invitations/{invitation_id}"):
+            ids["invitation_id"] = _create(f"/v1/orgs/{org}/invitations", auth,
+                                           {"email": f"{fresh}@example.com", "role_id": ids["role_id"]})
     for name in params:
         if name in ids:
             params[name] = ids[name]
+
+
+def _use_real_references(case):
+    """A positive body's references (a role, a scope, a user) name things that exist in the
+    path's organization, as a client's would: the built-in viewer role (valid everywhere), the
+    organization itself, and the signed-in account (a member of every organization it made).
+    Unknown references are a 422 the black-box tests cover."""
+    params = case.path_parameters or {}
+    if "org_id" not in params or not isinstance(case.body, dict):
+        return
+    if "role_id" in case.body:
+        case.body["role_id"] = os.environ["ST_VIEWER_ROLE_ID"]
+    if isinstance(case.body.get("scope"), dict):
+        case.body["scope"] = {"type": "organization", "id": str(params["org_id"])}
+    if "user_id" in case.body:
+        case.body["user_id"] = _FIXTURE["user_id"]
 
 
 # Optimistic locking: a PATCH needs the version the client last read (body `version` or
@@ -286,9 +332,13 @@ def _is_positive(case):
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
     auth = (case.headers or {}).get("Authorization")
-    if not _is_positive(case) or not auth:
+    if not auth:
         return
-    _use_tenant_fixture(case, auth)
+    positive = _is_positive(case)
+    _use_tenant_fixture(case, auth, positive)
+    if not positive:
+        return
+    _use_real_references(case)
     method = case.operation.method.upper()
     if method == "DELETE" and "{" in case.operation.path:
         # If-Match on a DELETE is checked when given: send the current version, as a client would.

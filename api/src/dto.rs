@@ -117,7 +117,8 @@ fn metadata_schema_nullable() -> utoipa::openapi::schema::Object {
     metadata_object(true)
 }
 
-/// JSON Schema's `integer` includes `2.0`; accept any integral number, refuse fractions.
+/// JSON Schema's `integer` includes `2.0`; accept any integral number, refuse fractions (for
+/// `version`, `expires_in` and other integers of request bodies).
 pub(crate) fn integral_version<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<i64>, D::Error> {
@@ -130,9 +131,7 @@ pub(crate) fn integral_version<'de, D: serde::Deserializer<'de>>(
     }
     match n.as_f64() {
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
-        _ => Err(D::Error::custom(format!(
-            "version must be an integer, got {n}"
-        ))),
+        _ => Err(D::Error::custom(format!("must be an integer, got {n}"))),
     }
 }
 

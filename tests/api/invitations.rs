@@ -367,8 +367,8 @@ async fn nobody_invites_with_more_than_they_hold(app: TestApp) {
             &acct_admin,
             "member",
             at(acct_b),
-            StatusCode::NOT_FOUND,
-            "not_found",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
         ),
         (
             "account admin cannot hand out owner at their account",
@@ -429,20 +429,20 @@ async fn invitation_input_is_validated(app: TestApp) {
         ),
         (
             json!({"email": ok_email, "role_id": Uuid::now_v7()}),
-            StatusCode::NOT_FOUND,
-            "not_found",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
         ),
         (
             json!({"email": ok_email, "role_id": role("member"),
                    "scope": {"type": "account", "id": other_acct}}),
-            StatusCode::NOT_FOUND,
-            "not_found",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
         ),
         (
             json!({"email": ok_email, "role_id": role("member"),
                    "scope": {"type": "organization", "id": other}}),
-            StatusCode::NOT_FOUND,
-            "not_found",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
         ),
         (
             json!({"email": owner.email.to_uppercase(), "role_id": role("member")}),

@@ -473,9 +473,10 @@ async fn escalation_guard_table(app: TestApp) {
             "forbidden",
         ),
         (
+            // A scope they may not read is, to them, no scope at all.
             grant_case(&acct_admin, "viewer", ("account", acct_b)),
-            StatusCode::NOT_FOUND,
-            "not_found",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
         ),
         (
             grant_case(&owner, "owner", ("account", acct_b)),
@@ -776,7 +777,8 @@ async fn custom_roles_never_reach_another_organization(app: TestApp) {
         ("organization", org_b),
     )
     .await;
-    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"][0]["code"], "unknown_role");
     let res = app
         .get_authed(
             &format!("/v1/orgs/{org_b}/roles/{custom}"),
@@ -794,7 +796,8 @@ async fn custom_roles_never_reach_another_organization(app: TestApp) {
         ("account", acct_a),
     )
     .await;
-    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"][0]["code"], "unknown_scope");
     let res = grant(
         &app,
         &owner_b,
@@ -959,10 +962,10 @@ async fn assignment_lists_show_what_the_caller_may_read(app: TestApp) {
         .await,
         1
     );
-    let res = app
-        .get_authed(&format!("{base}?scope_type=account"), &viewer.access_token)
-        .await;
-    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    // Each scope filter narrows on its own: every grant at an account scope.
+    let at_accounts = all_pages(&app, &viewer, &format!("{base}?scope_type=account"), 2).await;
+    assert!(!at_accounts.is_empty());
+    assert!(at_accounts.iter().all(|a| a["scope"]["type"] == "account"));
 
     // Without role:read anywhere: only one's own grants, whoever is asked about.
     let own = all_pages(&app, &plain, &base, 1).await;

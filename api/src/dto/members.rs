@@ -105,7 +105,7 @@ pub struct MemberListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    #[param(max_length = 64)]
+    #[param(pattern = r"^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
 }
 
@@ -121,7 +121,8 @@ pub struct CreateInvitationRequest {
     /// Where the role applies; the organization when absent.
     pub scope: Option<MemberScope>,
     /// Seconds until the invitation expires: 60 to 2592000 (30 days), default 604800 (7 days).
-    #[schema(minimum = 60, maximum = 2592000)]
+    #[serde(default, deserialize_with = "crate::dto::integral_version")]
+    #[schema(value_type = Option<i64>, minimum = 60, maximum = 2592000)]
     pub expires_in: Option<i64>,
 }
 
@@ -199,7 +200,7 @@ pub struct InvitationListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    #[param(max_length = 64)]
+    #[param(pattern = r"^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
     /// Only invitations in this state.
     #[param(inline)]

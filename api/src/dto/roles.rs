@@ -131,7 +131,7 @@ pub struct RoleListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    #[param(max_length = 64)]
+    #[param(pattern = r"^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
 }
 
@@ -226,14 +226,14 @@ pub struct AssignmentListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    #[param(max_length = 64)]
+    #[param(pattern = r"^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
     /// Only this user's grants.
     pub user_id: Option<Uuid>,
-    /// Only grants at exactly this scope; give `scope_id` with it.
+    /// Only grants at scopes of this type.
     #[param(inline)]
     pub scope_type: Option<ScopeTypeDto>,
-    /// Only grants at exactly this scope; give `scope_type` with it.
+    /// Only grants at exactly this organization, account or project.
     pub scope_id: Option<Uuid>,
     /// Only grants of this role.
     pub role_id: Option<Uuid>,

@@ -6,6 +6,7 @@ use secrecy::ExposeSecret;
 use service::authz::Permission;
 use service::domain::Email;
 use service::paging::PageRequest;
+use service::tenancy::guards::unknown_reference;
 use service::tenancy::invitations::{
     read_permission_at, InvitationService, InvitationTtl, NewInvitation,
 };
@@ -133,13 +134,18 @@ pub async fn create_invitation(
     body: web::Json<CreateInvitationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let access = OrgAccess::load(&ctx, &auth.0, path.into_inner()).await?;
+    let unknown_scope = unknown_reference("scope", "unknown_scope");
     let scope = match &body.scope {
-        Some(s) => access.resolve_scope(&ctx.db, s.type_.into(), s.id).await?,
+        Some(s) => access
+            .resolve_scope(&ctx.db, s.type_.into(), s.id)
+            .await
+            .map_err(&unknown_scope)?,
         None => access.org_scope(),
     };
     let granted = access
         .require(&ctx, &scope, required.0, read_permission_at(&scope))
-        .await?;
+        .await
+        .map_err(&unknown_scope)?;
     let (email, ttl) = all_ok((
         Email::parse(&body.email),
         InvitationTtl::parse(body.expires_in),

@@ -7,13 +7,14 @@ use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 use service::authz::{Permission, ScopeType};
 use service::domain::{parse_description, RoleName};
 use service::paging::PageRequest;
+use service::tenancy::guards::unknown_reference;
 use service::tenancy::read_permission_for;
 use service::tenancy::roles::{
     scope_read_permission, AssignmentFilter, NewAssignment, NewRole, PermissionSet, RolePatch,
     RoleService,
 };
 use service::tenancy::OrgAccess;
-use service::{AppContext, ServiceError};
+use service::AppContext;
 use uuid::Uuid;
 
 use crate::dto::roles::{
@@ -279,21 +280,10 @@ pub async fn list_assignments(
 ) -> Result<HttpResponse, ApiError> {
     let access = OrgAccess::load(&ctx, &auth.0, path.into_inner()).await?;
     let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
-    let scope = match (query.scope_type, query.scope_id) {
-        (Some(t), Some(id)) => Some((ScopeType::from(t), id)),
-        (None, None) => None,
-        _ => {
-            return Err(ServiceError::validation(
-                "scope_type",
-                "incomplete_scope",
-                "give both scope_type and scope_id, or neither",
-            )
-            .into())
-        }
-    };
     let filter = AssignmentFilter {
         user_id: query.user_id,
-        scope,
+        scope_type: query.scope_type.map(ScopeType::from),
+        scope_id: query.scope_id,
         role_id: query.role_id,
     };
     let page = RoleService::list_assignments(&ctx, &access, &filter, &page).await?;
@@ -325,12 +315,15 @@ pub async fn create_assignment(
     body: web::Json<CreateAssignmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let access = OrgAccess::load(&ctx, &auth.0, path.into_inner()).await?;
+    let unknown_scope = unknown_reference("scope", "unknown_scope");
     let scope = access
         .resolve_scope(&ctx.db, body.scope.type_.into(), body.scope.id)
-        .await?;
+        .await
+        .map_err(&unknown_scope)?;
     let granted = access
         .require(&ctx, &scope, required.0, scope_read_permission(&scope))
-        .await?;
+        .await
+        .map_err(&unknown_scope)?;
     let new = NewAssignment {
         user_id: body.user_id,
         role_id: body.role_id,

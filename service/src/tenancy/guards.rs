@@ -138,3 +138,20 @@ pub async fn membership_of(
         .one(conn)
         .await?)
 }
+
+/// A 404 about an id the request *body* names (a role, a scope) is a validation error of that
+/// field: the path's objects exist, and the same answer for "no such thing" and "not one you
+/// may see" keeps the latter from leaking.
+pub fn unknown_reference(
+    field: &'static str,
+    code: &'static str,
+) -> impl Fn(ServiceError) -> ServiceError {
+    move |err| match err {
+        ServiceError::NotFound => ServiceError::validation(
+            field,
+            code,
+            format!("{field} names nothing you can use in this organization"),
+        ),
+        other => other,
+    }
+}

@@ -14,7 +14,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::access::{bump_authz_version_of, Granted, OrgAccess};
-use super::guards::{ensure_may_grant, membership_of, role_in_org};
+use super::guards::{ensure_may_grant, membership_of, role_in_org, unknown_reference};
 use super::members::{scope_of_row, MemberRole};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::authz::{Permission, Scope, ScopeType};
@@ -165,7 +165,9 @@ impl InvitationService {
         new: NewInvitation,
     ) -> ServiceResult<Invitation> {
         let scope = granted.scope;
-        let role = role_in_org(ctx, &ctx.db, access, new.role_id).await?;
+        let role = role_in_org(ctx, &ctx.db, access, new.role_id)
+            .await
+            .map_err(unknown_reference("role_id", "unknown_role"))?;
         ensure_may_grant(
             ctx,
             access,

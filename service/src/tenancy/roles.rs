@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::access::{bump_authz_version, Granted, OrgAccess};
 use super::guards::{
-    ensure_may_grant, ensure_owner_remains, membership_of, role_in_org, RoleInOrg,
+    ensure_may_grant, ensure_owner_remains, membership_of, role_in_org, unknown_reference,
+    RoleInOrg,
 };
 use super::{check_version, grant_scopes};
 use crate::audit::{AuditAction, AuditEvent};
@@ -149,7 +150,10 @@ pub struct NewAssignment {
 #[derive(Debug, Clone, Default)]
 pub struct AssignmentFilter {
     pub user_id: Option<Uuid>,
-    pub scope: Option<(ScopeType, Uuid)>,
+    /// Grants at scopes of this type.
+    pub scope_type: Option<ScopeType>,
+    /// Grants at exactly this organization, account or project.
+    pub scope_id: Option<Uuid>,
     pub role_id: Option<Uuid>,
 }
 
@@ -439,10 +443,11 @@ impl RoleService {
                 }
             }
         }
-        if let Some((scope_type, scope_id)) = filter.scope {
-            query = query
-                .filter(role_assignments::Column::ScopeType.eq(scope_type.as_str()))
-                .filter(role_assignments::Column::ScopeId.eq(scope_id));
+        if let Some(scope_type) = filter.scope_type {
+            query = query.filter(role_assignments::Column::ScopeType.eq(scope_type.as_str()));
+        }
+        if let Some(scope_id) = filter.scope_id {
+            query = query.filter(role_assignments::Column::ScopeId.eq(scope_id));
         }
         if let Some(role_id) = filter.role_id {
             query = query.filter(role_assignments::Column::RoleId.eq(role_id));
@@ -470,7 +475,9 @@ impl RoleService {
         new: NewAssignment,
     ) -> ServiceResult<AssignmentView> {
         let scope = granted.scope;
-        let role = role_in_org(ctx, &ctx.db, access, new.role_id).await?;
+        let role = role_in_org(ctx, &ctx.db, access, new.role_id)
+            .await
+            .map_err(unknown_reference("role_id", "unknown_role"))?;
         let membership = membership_of(&ctx.db, access.id(), new.user_id)
             .await?
             .ok_or_else(|| {
