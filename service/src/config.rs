@@ -294,7 +294,7 @@ pub enum ConfigError {
 }
 
 /// Top-level keys of [`Settings`], the only ones read from `TESSERA_*` variables.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "cache",
     "environment",
     "data_dir",
@@ -304,6 +304,7 @@ const SECTIONS: [&str; 9] = [
     "password",
     "log",
     "policy",
+    "mail",
 ];
 
 impl Settings {
@@ -425,6 +426,18 @@ mod tests {
             jail.set_env("TESSERA_POLICY__DIR", "/etc/tessera/policies");
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(s.policy.dir, Some(PathBuf::from("/etc/tessera/policies")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mail_and_public_url_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_MAIL__FROM", "Acme <auth@acme.test>");
+            jail.set_env("TESSERA_SERVER__PUBLIC_URL", "https://auth.acme.test/");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.mail.from, "Acme <auth@acme.test>");
+            assert_eq!(s.server.public_base_url(8080), "https://auth.acme.test");
             Ok(())
         });
     }

@@ -47,17 +47,7 @@ impl SeaOrmAdapter {
 
     /// The lines this adapter loads: `("p", fields)` and `("g", fields)`.
     pub async fn lines(&self) -> Result<Vec<(&'static str, Vec<String>)>, sea_orm::DbErr> {
-        let mut out: Vec<(&'static str, Vec<String>)> = self
-            .policy
-            .lines
-            .iter()
-            .map(|l| {
-                (
-                    "p",
-                    vec![l.role.clone(), "*".into(), l.permission.as_str().into()],
-                )
-            })
-            .collect();
+        let mut out = self.policy.builtin_lines();
 
         let mut custom = roles::Entity::find().filter(roles::Column::Builtin.eq(false));
         if let Some(org) = self.organization_id {
@@ -184,81 +174,93 @@ fn adapter_error(e: sea_orm::DbErr) -> casbin::Error {
     casbin::Error::from(casbin::error::AdapterError(Box::new(e)))
 }
 
-#[async_trait]
-impl Adapter for SeaOrmAdapter {
-    async fn load_policy(&mut self, m: &mut dyn Model) -> casbin::Result<()> {
-        for (ptype, rule) in self.lines().await.map_err(adapter_error)? {
-            m.add_policy(ptype, ptype, rule);
+/// The methods of a read-only adapter that only loads: saving and incremental changes do
+/// nothing, since the rows (or the fixed lines) are the source of truth, not the enforcer.
+macro_rules! read_only_adapter {
+    ($ty:ty, |$this:ident, $m:ident| $load:block) => {
+        #[async_trait]
+        impl Adapter for $ty {
+        async fn load_policy(&mut $this, $m: &mut dyn Model) -> casbin::Result<()> $load
+
+        async fn load_filtered_policy<'a>(
+            &mut self,
+            m: &mut dyn Model,
+            _f: Filter<'a>,
+        ) -> casbin::Result<()> {
+            // Filtered by construction (one organization, or a fixed set of lines).
+            self.load_policy(m).await
         }
-        Ok(())
-    }
 
-    async fn load_filtered_policy<'a>(
-        &mut self,
-        m: &mut dyn Model,
-        _f: Filter<'a>,
-    ) -> casbin::Result<()> {
-        // This adapter is filtered by construction (one organization); see `for_organization`.
-        self.load_policy(m).await
-    }
+        async fn save_policy(&mut self, _m: &mut dyn Model) -> casbin::Result<()> {
+            Ok(())
+        }
 
-    async fn save_policy(&mut self, _m: &mut dyn Model) -> casbin::Result<()> {
-        Ok(())
-    }
+        async fn clear_policy(&mut self) -> casbin::Result<()> {
+            Ok(())
+        }
 
-    async fn clear_policy(&mut self) -> casbin::Result<()> {
-        Ok(())
-    }
+        /// `false` even for one organization: to Casbin these lines are the whole policy of the
+        /// enforcer they feed (and `Enforcer::new` loads nothing from a filtered adapter).
+        fn is_filtered(&self) -> bool {
+            false
+        }
 
-    /// `false` even for one organization: to Casbin this adapter's lines are the whole policy
-    /// of the enforcer it feeds (and `Enforcer::new` loads nothing from a filtered adapter).
-    fn is_filtered(&self) -> bool {
-        false
-    }
+        async fn add_policy(&mut self, _: &str, _: &str, _: Vec<String>) -> casbin::Result<bool> {
+            Ok(false)
+        }
 
-    async fn add_policy(
-        &mut self,
-        _sec: &str,
-        _pt: &str,
-        _rule: Vec<String>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
+        async fn add_policies(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: Vec<Vec<String>>,
+        ) -> casbin::Result<bool> {
+            Ok(false)
+        }
 
-    async fn add_policies(
-        &mut self,
-        _sec: &str,
-        _pt: &str,
-        _rules: Vec<Vec<String>>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
+        async fn remove_policy(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: Vec<String>,
+        ) -> casbin::Result<bool> {
+            Ok(false)
+        }
 
-    async fn remove_policy(
-        &mut self,
-        _sec: &str,
-        _pt: &str,
-        _rule: Vec<String>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
+        async fn remove_policies(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: Vec<Vec<String>>,
+        ) -> casbin::Result<bool> {
+            Ok(false)
+        }
 
-    async fn remove_policies(
-        &mut self,
-        _sec: &str,
-        _pt: &str,
-        _rules: Vec<Vec<String>>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
-
-    async fn remove_filtered_policy(
-        &mut self,
-        _sec: &str,
-        _pt: &str,
-        _field_index: usize,
-        _field_values: Vec<String>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
+        async fn remove_filtered_policy(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: usize,
+            _: Vec<String>,
+        ) -> casbin::Result<bool> {
+            Ok(false)
+        }
+        }
+    };
 }
+
+read_only_adapter!(SeaOrmAdapter, |self, m| {
+    let lines = self.lines().await.map_err(adapter_error)?;
+    FixedAdapter(lines).load_policy(m).await
+});
+
+/// Hands Casbin a fixed set of `("p" | "g", fields)` lines: the lint's and `tessera policy
+/// test`'s enforcers, and what [`SeaOrmAdapter`] loads.
+pub struct FixedAdapter(pub Vec<(&'static str, Vec<String>)>);
+
+read_only_adapter!(FixedAdapter, |self, m| {
+    for (ptype, rule) in &self.0 {
+        m.add_policy(ptype, ptype, rule.clone());
+    }
+    Ok(())
+});

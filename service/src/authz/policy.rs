@@ -6,8 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use async_trait::async_trait;
-use casbin::{Adapter, CoreApi, DefaultModel, Enforcer, Filter, Model};
+use casbin::{CoreApi, DefaultModel, Enforcer};
 use uuid::Uuid;
 
 use super::vocabulary::Permission;
@@ -248,6 +247,19 @@ impl PolicySet {
         })
     }
 
+    /// The built-in roles' `p` lines as Casbin loads them: `("p", [role, "*", permission])`.
+    pub fn builtin_lines(&self) -> Vec<(&'static str, Vec<String>)> {
+        self.lines
+            .iter()
+            .map(|l| {
+                (
+                    "p",
+                    vec![l.role.clone(), "*".into(), l.permission.as_str().into()],
+                )
+            })
+            .collect()
+    }
+
     pub fn builtin_permissions(&self, role: &str) -> Option<&BTreeSet<Permission>> {
         self.builtin.get(role)
     }
@@ -447,7 +459,7 @@ pub(crate) async fn enforcer_from_lines(
     lines: Vec<(&'static str, Vec<String>)>,
 ) -> casbin::Result<Enforcer> {
     let model = DefaultModel::from_str(model).await?;
-    Enforcer::new(model, FixedAdapter(lines)).await
+    Enforcer::new(model, super::adapter::FixedAdapter(lines)).await
 }
 
 /// Runs Casbin's (async, but I/O-free for in-memory models and lines) loading to completion from
@@ -469,75 +481,6 @@ where
         .ok()
         .flatten()
     })
-}
-
-/// Hands Casbin a fixed set of lines, the way [`super::SeaOrmAdapter`] hands it rows.
-struct FixedAdapter(Vec<(&'static str, Vec<String>)>);
-
-#[async_trait]
-impl Adapter for FixedAdapter {
-    async fn load_policy(&mut self, m: &mut dyn Model) -> casbin::Result<()> {
-        for (ptype, rule) in &self.0 {
-            m.add_policy(ptype, ptype, rule.clone());
-        }
-        Ok(())
-    }
-
-    async fn load_filtered_policy<'a>(
-        &mut self,
-        m: &mut dyn Model,
-        _f: Filter<'a>,
-    ) -> casbin::Result<()> {
-        self.load_policy(m).await
-    }
-
-    async fn save_policy(&mut self, _m: &mut dyn Model) -> casbin::Result<()> {
-        Ok(())
-    }
-
-    async fn clear_policy(&mut self) -> casbin::Result<()> {
-        Ok(())
-    }
-
-    fn is_filtered(&self) -> bool {
-        false
-    }
-
-    async fn add_policy(&mut self, _: &str, _: &str, _: Vec<String>) -> casbin::Result<bool> {
-        Ok(false)
-    }
-
-    async fn add_policies(
-        &mut self,
-        _: &str,
-        _: &str,
-        _: Vec<Vec<String>>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
-
-    async fn remove_policy(&mut self, _: &str, _: &str, _: Vec<String>) -> casbin::Result<bool> {
-        Ok(false)
-    }
-
-    async fn remove_policies(
-        &mut self,
-        _: &str,
-        _: &str,
-        _: Vec<Vec<String>>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
-
-    async fn remove_filtered_policy(
-        &mut self,
-        _: &str,
-        _: &str,
-        _: usize,
-        _: Vec<String>,
-    ) -> casbin::Result<bool> {
-        Ok(false)
-    }
 }
 
 #[cfg(test)]

@@ -455,16 +455,7 @@ fn run_file(
     file: &TestFile,
 ) -> (Vec<LintMessage>, BTreeSet<(String, Permission)>) {
     let user = |index: usize| Uuid::from_u128(0x1_0000 + index as u128);
-    let mut lines: Vec<(&'static str, Vec<String>)> = policy
-        .lines
-        .iter()
-        .map(|l| {
-            (
-                "p",
-                vec![l.role.clone(), "*".into(), l.permission.as_str().into()],
-            )
-        })
-        .collect();
+    let mut lines = policy.builtin_lines();
     for (name, role) in &file.roles {
         for p in &role.permissions {
             lines.push(("p", vec![name.clone(), ORG.to_string(), p.as_str().into()]));
