@@ -89,21 +89,34 @@ pub fn is_unavailable(err: &DbErr) -> bool {
         | Sqlx::PoolClosed
         | Sqlx::WorkerCrashed
         | Sqlx::Tls(_) => true,
-        Sqlx::Database(db) => db.code().is_some_and(|code| retryable_sqlstate(&code)),
+        Sqlx::Database(db) => {
+            let postgres = db
+                .try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>()
+                .is_some();
+            db.code().is_some_and(|code| {
+                if postgres {
+                    retryable_sqlstate(&code)
+                } else {
+                    retryable_sqlite_code(&code)
+                }
+            })
+        }
         _ => false,
     }
 }
 
-/// PostgreSQL SQLSTATEs (connection exceptions, shutdowns, too many connections, statement
-/// timeout, serialization failure, deadlock) and SQLite's BUSY/LOCKED families.
+/// PostgreSQL SQLSTATEs: connection exceptions, shutdowns, too many connections, statement
+/// timeout, serialization failure, deadlock.
 fn retryable_sqlstate(code: &str) -> bool {
-    if code.starts_with("08") || code.starts_with("57P") {
-        return true;
-    }
-    if matches!(code, "53300" | "57014" | "40001" | "40P01") {
-        return true;
-    }
-    // SQLite reports (extended) result codes as numbers; the primary code is the low byte.
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || matches!(code, "53300" | "57014" | "40001" | "40P01")
+}
+
+/// SQLite's BUSY/LOCKED families. SQLite reports (extended) result codes as numbers, the
+/// primary code in the low byte; only SQLite's codes are read this way (a PostgreSQL SQLSTATE
+/// such as 22021 is all digits too, and its low byte says nothing).
+fn retryable_sqlite_code(code: &str) -> bool {
     code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
@@ -119,13 +132,19 @@ mod tests {
     #[test]
     fn retryable_codes() {
         for code in [
-            "08006", "08001", "57P01", "57P03", "53300", "57014", "40001", "40P01", "5", "517",
-            "6", "262",
+            "08006", "08001", "57P01", "57P03", "53300", "57014", "40001", "40P01",
         ] {
             assert!(retryable_sqlstate(code), "{code}");
         }
-        for code in ["23505", "22P05", "42P01", "19", "2067", "1"] {
+        // 22021 (invalid byte sequence) has the low byte of SQLite's BUSY: not retryable.
+        for code in ["23505", "22P05", "42P01", "22021", "5", "517"] {
             assert!(!retryable_sqlstate(code), "{code}");
+        }
+        for code in ["5", "517", "6", "262"] {
+            assert!(retryable_sqlite_code(code), "{code}");
+        }
+        for code in ["19", "2067", "1"] {
+            assert!(!retryable_sqlite_code(code), "{code}");
         }
     }
 }

@@ -347,6 +347,11 @@ async fn lists_are_paginated_and_filtered(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(page["items"], json!([]));
+    // U+0000 can start no name (and PostgreSQL cannot compare it): 422 on both databases.
+    let res = app
+        .get_authed(&format!("/v1/orgs/{org}/accounts?name_prefix=a%00b"), t)
+        .await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     let res = app
         .get_authed(&format!("/v1/orgs/{org}/accounts?limit=0"), t)
         .await;

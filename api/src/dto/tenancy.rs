@@ -65,10 +65,10 @@ pub struct ScopeListQuery {
     #[param(pattern = r"^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
     /// Only those whose slug starts with this (case-insensitive).
-    #[param(max_length = 63)]
+    #[param(max_length = 63, pattern = r"^[^\u0000]*$")]
     pub slug_prefix: Option<String>,
     /// Only those whose name starts with this (case-insensitive).
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = r"^[^\u0000]*$")]
     pub name_prefix: Option<String>,
 }
 

@@ -56,22 +56,26 @@ fn scope_patch(body: &UpdateScopeRequest) -> Result<ScopePatch, ApiError> {
 
 fn list_params(q: &ScopeListQuery) -> Result<(ScopeFilter, PageRequest), ApiError> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let too_long = |value: &Option<String>, max: usize| {
-        value.as_ref().is_some_and(|v| v.chars().count() > max)
+    // No prefix is longer than what it filters, and none holds U+0000 (PostgreSQL cannot even
+    // compare one).
+    let impossible = |value: &Option<String>, max: usize| {
+        value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > max || v.contains('\0'))
     };
-    if too_long(&q.slug_prefix, service::domain::MAX_SLUG_CHARS) {
+    if impossible(&q.slug_prefix, service::domain::MAX_SLUG_CHARS) {
         return Err(ServiceError::validation(
             "slug_prefix",
             "invalid_prefix",
-            "slug_prefix is longer than any slug",
+            "slug_prefix cannot start any slug",
         )
         .into());
     }
-    if too_long(&q.name_prefix, service::domain::MAX_NAME_CHARS) {
+    if impossible(&q.name_prefix, service::domain::MAX_NAME_CHARS) {
         return Err(ServiceError::validation(
             "name_prefix",
             "invalid_prefix",
-            "name_prefix is longer than any name",
+            "name_prefix cannot start any name",
         )
         .into());
     }
