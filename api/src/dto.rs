@@ -10,6 +10,7 @@ use service::users::User;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod authz;
 pub mod members;
 pub mod roles;
 pub mod tenancy;

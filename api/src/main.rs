@@ -162,6 +162,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let url = format!("http://{host}:{}", app.port());
             tracing::info!(%url, "tessera listening");
             println!("Tessera listening on {url}\nSwagger UI: {url}/swagger-ui/\nOpenAPI:    {url}/openapi.json");
+            if let Some(dir) = ctx.settings.policy.dir.clone() {
+                reload_on_sighup(ctx.clone(), dir)?;
+            }
             app.run_until_stopped().await?;
         }
         Command::Migrate { action } => {
@@ -227,5 +230,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    Ok(())
+}
+
+/// On SIGHUP, re-reads the policy files the server runs on; see
+/// [`service::authz::reload_policy`].
+fn reload_on_sighup(ctx: service::AppContext, dir: std::path::PathBuf) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Err(e) = service::authz::reload_policy(&ctx, &dir).await {
+                tracing::error!(error = %e, "policy reload failed; the policy in force stays");
+            }
+        }
+    });
     Ok(())
 }

@@ -30,6 +30,7 @@ use crate::routes;
         (name = "roles", description = "Built-in and custom roles, and role assignments: a role granted at a scope applies to everything below it; nobody grants, defines or edits a role carrying a permission they do not hold there"),
         (name = "members", description = "Who belongs to an organization, with the roles they hold; removing members and leaving"),
         (name = "invitations", description = "Inviting people by email (the link is only ever mailed) and accepting"),
+        (name = "authz", description = "Authorization questions for SaaS backends: check (one or a batch), the permissions a user holds and why, who may do something, and why a decision went the way it did. Asking about yourself needs membership; about someone else, `authz:check` at that scope"),
         (name = "ops", description = "Health, readiness and signing keys"),
     )
 )]

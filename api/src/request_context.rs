@@ -77,11 +77,34 @@ impl FromRequest for Authenticated {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        ready(bearer(req).and_then(|(ctx, token)| {
+            Principal::from_bearer(ctx, token)
+                .map(Authenticated)
+                .map_err(ApiError::from)
+        }))
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Authenticated, ApiError> {
+/// The caller of `POST /v1/auth/logout`: a valid access token, its session revoked or not, so
+/// that signing out of a session already revoked (here or, as the change feed reports, on
+/// another instance) is the same success whenever it is asked.
+pub struct SigningOut(pub Principal);
+
+impl FromRequest for SigningOut {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(bearer(req).and_then(|(ctx, token)| {
+            Principal::from_bearer_even_if_revoked(ctx, token)
+                .map(SigningOut)
+                .map_err(ApiError::from)
+        }))
+    }
+}
+
+/// The context and the bearer token of a request.
+fn bearer(req: &HttpRequest) -> Result<(&AppContext, &str), ApiError> {
     let ctx = req.app_data::<web::Data<AppContext>>().ok_or_else(|| {
         ApiError::from(service::ServiceError::unexpected_msg("AppContext missing"))
     })?;
@@ -101,9 +124,7 @@ fn authenticate(req: &HttpRequest) -> Result<Authenticated, ApiError> {
         .ok_or_else(|| {
             ApiError::unauthenticated("invalid_token").detail("expected a Bearer token")
         })?;
-    Principal::from_bearer(ctx, token)
-        .map(Authenticated)
-        .map_err(ApiError::from)
+    Ok((ctx, token))
 }
 
 /// Where the request came from, for sessions and the audit log.

@@ -2,12 +2,14 @@
 //! exposes `.port()`, and `.run_until_stopped()` serves until a shutdown signal.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpServer};
+use service::changes::ChangeFeed;
 use service::config::Settings;
 use service::tokens::{load_signing_key, KeySource, TokenKeys};
 use service::AppContext;
@@ -39,7 +41,9 @@ pub enum StartupError {
 impl Application {
     /// Connects, migrates (unless disabled), loads the signing key and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::with_context(Self::context_for(settings).await?)
+        let context = Self::context_for(settings).await?;
+        let feed = ChangeFeed::start(&context).await;
+        Self::with_context(context, feed)
     }
 
     /// What [`Self::build`] serves: connected, migrated (unless disabled), the signing key loaded.
@@ -71,8 +75,13 @@ impl Application {
         Ok(context)
     }
 
-    /// Binds and builds the server around an existing context.
-    pub fn with_context(context: AppContext) -> Result<Self, StartupError> {
+    /// Binds and builds the server around an existing context; the server holds `feed`, which
+    /// keeps reading the change feed as long as the server lives.
+    pub fn with_context(context: AppContext, feed: ChangeFeed) -> Result<Self, StartupError> {
+        let feed = web::Data::new(feed);
+        tokio::spawn(service::changes::run(Arc::downgrade(
+            &feed.clone().into_inner(),
+        )));
         let s = &context.settings.server;
         let listener = TcpListener::bind((s.bind.as_str(), s.port))?;
         let port = listener.local_addr()?.port();
@@ -93,6 +102,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(ctx.clone())
+                .app_data(feed.clone())
                 .app_data(limits.clone())
                 .app_data(routes.clone())
                 .app_data(permissions.clone())

@@ -243,6 +243,31 @@ pub async fn get(
     Ok(drive(pace, vec![(); workers.max(1)], send).await?.0)
 }
 
+/// POST `bodies` (JSON, round-robin over all workers) to `url` with one bearer token.
+pub async fn post_bodies(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    bodies: &[String],
+    workers: usize,
+    pace: Pace,
+) -> Result<Measurement> {
+    let auth = HeaderValue::from_str(&format!("Bearer {token}")).context("token in a header")?;
+    let bodies: Arc<Vec<String>> = Arc::new(bodies.to_vec());
+    let turn = Arc::new(AtomicUsize::new(0));
+    let (client, url) = (client.clone(), url.to_owned());
+    let send = move |()| {
+        let i = turn.fetch_add(1, Ordering::Relaxed) % bodies.len().max(1);
+        let req = client
+            .post(&url)
+            .header(AUTHORIZATION, auth.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bodies.get(i).cloned().unwrap_or_default());
+        async move { ((), exchange(req).await.map(|(s, _)| s)) }
+    };
+    Ok(drive(pace, vec![(); workers.max(1)], send).await?.0)
+}
+
 /// Registrations with unique emails.
 pub async fn register(
     client: &reqwest::Client,

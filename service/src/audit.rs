@@ -55,6 +55,8 @@ pub enum AuditAction {
     RoleDeleted,
     RoleAssigned,
     RoleUnassigned,
+    PolicyReloaded,
+    PolicyReloadRejected,
 }
 
 impl AuditAction {
@@ -90,6 +92,8 @@ impl AuditAction {
             Self::RoleDeleted => "role.deleted",
             Self::RoleAssigned => "role.assigned",
             Self::RoleUnassigned => "role.unassigned",
+            Self::PolicyReloaded => "policy.reloaded",
+            Self::PolicyReloadRejected => "policy.reload_rejected",
         }
     }
 }

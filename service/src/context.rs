@@ -78,9 +78,9 @@ impl AppContext {
     }
 }
 
-/// Sessions revoked by this instance, remembered for one access-token lifetime so that their
-/// access tokens stop here at once. Other instances stop accepting them when the token expires
-/// (at most `auth.access_token_ttl_secs`).
+/// Revoked sessions, remembered for one access-token lifetime so that their access tokens stop
+/// here: at once for revocations made by this instance, and as the change feed reports them
+/// for revocations made elsewhere (see [`crate::changes`]).
 #[derive(Debug, Default)]
 pub struct RevokedSessions {
     inner: RwLock<HashMap<Uuid, DateTime<Utc>>>,

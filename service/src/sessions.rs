@@ -146,6 +146,19 @@ impl SessionService {
         Ok(ids)
     }
 
+    /// Sessions revoked recently enough that access tokens issued for them may still be live.
+    pub async fn recently_revoked(ctx: &AppContext) -> ServiceResult<Vec<Uuid>> {
+        let since = Utc::now()
+            - Duration::seconds(ctx.keys.access_ttl_secs() + ctx.settings.auth.leeway_secs as i64);
+        Ok(sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::Id)
+            .filter(sessions::Column::RevokedAt.gt(since))
+            .into_tuple()
+            .all(&ctx.db)
+            .await?)
+    }
+
     /// Makes this instance reject access tokens of these sessions at once.
     pub fn forget_locally(ctx: &AppContext, session_ids: &[Uuid]) {
         let until = Utc::now()

@@ -3,6 +3,8 @@
 mod helpers;
 
 mod auth;
+mod authz;
+mod authz_differential;
 mod concurrency;
 mod errors;
 mod faults;

@@ -12,7 +12,7 @@ use super::integral_version;
 // ROLE_NAME: what `service::domain::RoleName::parse` accepts.
 // PERMISSION: one of the vocabulary's names (`service::authz::Permission`); the schema lists them.
 
-fn permission_schema() -> utoipa::openapi::schema::Object {
+pub(crate) fn permission_schema() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     ObjectBuilder::new()
         .schema_type(Type::String)

@@ -12,7 +12,7 @@ const MAX_LOGIN_PASSWORD_CHARS: usize = 1024;
 
 use crate::dto::{LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserResponse};
 use crate::error::{ApiError, Problem};
-use crate::request_context::{Authenticated, ClientMeta};
+use crate::request_context::{ClientMeta, SigningOut};
 use crate::validation::all_ok;
 
 /// Create an account.
@@ -122,7 +122,7 @@ pub async fn refresh(
     Ok(no_store(HttpResponse::Ok()).json(TokenPair::from(tokens)))
 }
 
-/// Sign out: revoke the current session.
+/// Sign out: revoke the current session (a session already revoked is signed out too).
 #[utoipa::path(
     extensions(("x-required-permission" = json!("authenticated"))),
     tag = "auth",
@@ -136,7 +136,7 @@ pub async fn refresh(
 pub async fn logout(
     ctx: web::Data<AppContext>,
     meta: ClientMeta,
-    auth: Authenticated,
+    auth: SigningOut,
 ) -> Result<HttpResponse, ApiError> {
     AuthService::logout(&ctx, &meta.0, &auth.0).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -1,6 +1,7 @@
 //! Routes and their OpenAPI operations, registered together so the document cannot drift.
 
 pub mod auth;
+pub mod authz;
 pub mod me;
 pub mod members;
 pub mod ops;
@@ -55,6 +56,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(members::create_invitation)
                 .service(members::list_invitations)
                 .service(members::revoke_invitation)
-                .service(members::accept_invitation),
+                .service(members::accept_invitation)
+                .service(authz::check)
+                .service(authz::permissions)
+                .service(authz::subjects)
+                .service(authz::explain),
         );
 }

@@ -2,22 +2,25 @@
 //! asks Casbin. Every tenant-scoped decision goes through [`Authz::decide`].
 
 mod adapter;
+pub mod decisions;
 pub mod policy;
 pub mod policy_test;
+pub mod questions;
 mod vocabulary;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use casbin::{CoreApi, DefaultModel, Enforcer};
-use sea_orm::DatabaseConnection;
+use casbin::Enforcer;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
-pub use adapter::SeaOrmAdapter;
+pub use adapter::{FixedAdapter, SeaOrmAdapter};
+pub use decisions::{build_enforcer, enforce, matching_lines, Decisions, PolicyLines};
 pub use policy::{LintMessage, PolicySet};
 pub use vocabulary::{Permission, ScopeType};
 
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::ServiceResult;
 
 /// A live scope inside an organization, resolved from the database: the organization, and the
 /// account and project when the scope is that deep.
@@ -76,81 +79,237 @@ impl Scope {
     }
 }
 
-/// An organization's enforcer, built from its rows at one `authz_version`.
-struct TenantEnforcer {
-    version: i64,
-    enforcer: Arc<Enforcer>,
-}
-
-/// Decides with Casbin over the policy files and the organization's rows. Enforcers are built
-/// per organization, lazily, and rebuilt when the organization's `authz_version` (bumped by
-/// every transaction that changes grants, roles, memberships or scopes) has moved, so every
-/// instance on the database decides on the committed state.
+/// Decides with Casbin over the policy files and the organization's rows, through
+/// [`Decisions`]: one enforcer per organization, built from its rows at its `authz_version`
+/// (bumped by every transaction that changes grants, roles, memberships or scopes), and every
+/// answer remembered until that version moves, so every instance decides on committed state.
 pub struct Authz {
-    policy: RwLock<Arc<PolicySet>>,
-    tenants: RwLock<HashMap<Uuid, TenantEnforcer>>,
+    decisions: Decisions,
+    facts: RwLock<HashMap<Uuid, Arc<OrgFacts>>>,
+    /// The newest `authz_version` the change feed reported per organization, so that a load
+    /// that read older rows while the change committed is not kept.
+    reported: RwLock<HashMap<Uuid, i64>>,
 }
 
-const NONE: &str = "-";
+/// What the authorization API needs to know of a live organization at one `authz_version`,
+/// learnt as it is asked and dropped when the change feed reports a newer version: who is a
+/// member and which scopes are live. Members join and leave, and scopes are deleted, only in
+/// transactions that bump `authz_version`; a scope created since is looked up on first use.
+pub struct OrgFacts {
+    pub organization_id: Uuid,
+    pub version: i64,
+    members: RwLock<HashMap<Uuid, bool>>,
+    scopes: RwLock<HashMap<Uuid, Scope>>,
+}
+
+/// Past this many organizations known, the least useful half is forgotten (they are read
+/// again on their next question).
+const FACTS_KEPT: usize = 200_000;
+
+impl OrgFacts {
+    /// Whether `user_id` is a member.
+    pub async fn is_member(&self, db: &DatabaseConnection, user_id: Uuid) -> ServiceResult<bool> {
+        if let Some(known) = self
+            .members
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+        {
+            return Ok(*known);
+        }
+        let member = entity::memberships::Entity::find()
+            .filter(entity::memberships::Column::OrganizationId.eq(self.organization_id))
+            .filter(entity::memberships::Column::UserId.eq(user_id))
+            .one(db)
+            .await?
+            .is_some();
+        self.members
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user_id, member);
+        Ok(member)
+    }
+
+    /// The live scope of this organization named by type and id.
+    pub async fn scope(
+        &self,
+        db: &DatabaseConnection,
+        scope_type: ScopeType,
+        id: Uuid,
+    ) -> ServiceResult<Option<Scope>> {
+        if scope_type == ScopeType::Organization {
+            return Ok((id == self.organization_id).then(|| Scope::organization(id)));
+        }
+        if let Some(scope) = self
+            .scopes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            return Ok((scope.scope_type() == scope_type).then_some(*scope));
+        }
+        let Some(scope) =
+            crate::tenancy::live_scope(db, self.organization_id, scope_type, id).await?
+        else {
+            return Ok(None);
+        };
+        self.scopes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, scope);
+        Ok(Some(scope))
+    }
+}
 
 impl Authz {
     pub fn new(policy: PolicySet) -> Self {
         Self {
-            policy: RwLock::new(Arc::new(policy)),
-            tenants: RwLock::new(HashMap::new()),
+            decisions: Decisions::new(Arc::new(policy)),
+            facts: RwLock::new(HashMap::new()),
+            reported: RwLock::new(HashMap::new()),
         }
     }
 
-    pub fn policy(&self) -> Arc<PolicySet> {
-        self.policy
+    /// The live organization's facts (`None` if it does not exist or was deleted), read from
+    /// the database only when this instance has none current.
+    pub async fn facts(
+        &self,
+        db: &DatabaseConnection,
+        organization_id: Uuid,
+    ) -> ServiceResult<Option<Arc<OrgFacts>>> {
+        if let Some(f) = self
+            .facts
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&organization_id)
+        {
+            return Ok(Some(f.clone()));
+        }
+        let Some(version) = entity::organizations::Entity::find_by_id(organization_id)
+            .filter(entity::organizations::Column::DeletedAt.is_null())
+            .select_only()
+            .column(entity::organizations::Column::AuthzVersion)
+            .into_tuple::<i64>()
+            .one(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let facts = Arc::new(OrgFacts {
+            organization_id,
+            version,
+            members: RwLock::new(HashMap::new()),
+            scopes: RwLock::new(HashMap::new()),
+        });
+        let reported = self
+            .reported
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&organization_id)
+            .copied();
+        if reported.is_none_or(|r| r <= version) {
+            let mut all = self.facts.write().unwrap_or_else(PoisonError::into_inner);
+            if all.len() >= FACTS_KEPT {
+                let drop: Vec<Uuid> = all.keys().take(FACTS_KEPT / 2).copied().collect();
+                for id in drop {
+                    all.remove(&id);
+                }
+            }
+            all.insert(organization_id, facts.clone());
+        }
+        Ok(Some(facts))
     }
 
-    /// The organization's enforcer at `version`, built from the database if this instance has
-    /// none that recent.
-    async fn enforcer(
+    /// The change feed reports that the organization is at `version` now (or was deleted):
+    /// everything this instance remembers of it from before is dropped.
+    pub fn organization_changed(&self, organization_id: Uuid, version: i64) {
+        {
+            let mut reported = self
+                .reported
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if reported.len() >= FACTS_KEPT {
+                reported.clear();
+            }
+            let seen = reported.entry(organization_id).or_insert(version);
+            *seen = (*seen).max(version);
+        }
+        let mut facts = self.facts.write().unwrap_or_else(PoisonError::into_inner);
+        if facts
+            .get(&organization_id)
+            .is_some_and(|f| f.version < version)
+        {
+            facts.remove(&organization_id);
+        }
+        drop(facts);
+        self.decisions.forget_older(organization_id, version);
+    }
+
+    /// Forgets everything remembered of the organization at its current version too (a
+    /// member's user was disabled or deleted: the rows changed without a version bump).
+    pub fn forget_organization(&self, organization_id: Uuid) {
+        self.facts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&organization_id);
+        self.decisions.forget(organization_id);
+    }
+
+    /// Decides with `policy` from now on. Questions being answered finish on the old one.
+    pub fn replace_policy(&self, policy: PolicySet) {
+        self.decisions.replace_policy(Arc::new(policy));
+    }
+
+    /// Forgets everything: the change feed lost track (its rows were pruned while this instance
+    /// was not reading them).
+    pub fn forget_everything(&self) {
+        self.facts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.decisions.replace_policy(self.policy());
+    }
+
+    pub fn policy(&self) -> Arc<PolicySet> {
+        self.decisions.policy()
+    }
+
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// The organization's enforcer at `version` (for explanations; decisions go through
+    /// [`Authz::decide`]).
+    pub async fn enforcer(
         &self,
         db: &DatabaseConnection,
         organization_id: Uuid,
         version: i64,
     ) -> ServiceResult<Arc<Enforcer>> {
-        if let Some(t) = self
-            .tenants
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&organization_id)
-        {
-            if t.version == version {
-                return Ok(t.enforcer.clone());
-            }
-        }
-        let policy = self.policy();
-        let enforcer = Arc::new(
-            build_enforcer(
-                &policy,
-                SeaOrmAdapter::for_organization(db.clone(), policy.clone(), organization_id),
-            )
-            .await?,
-        );
-        let mut tenants = self
-            .tenants
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep = tenants
-            .get(&organization_id)
-            .is_some_and(|t| t.version > version);
-        if !keep {
-            tenants.insert(
-                organization_id,
-                TenantEnforcer {
-                    version,
-                    enforcer: enforcer.clone(),
-                },
-            );
-        }
-        Ok(enforcer)
+        self.decisions
+            .enforcer(organization_id, version, self.rows(db, organization_id))
+            .await
+    }
+
+    /// The organization's policy lines as the database holds them now.
+    pub async fn lines(
+        &self,
+        db: &DatabaseConnection,
+        organization_id: Uuid,
+    ) -> ServiceResult<PolicyLines> {
+        (self.rows(db, organization_id))().await
+    }
+
+    /// Loads the organization's policy lines from the database.
+    fn rows(
+        &self,
+        db: &DatabaseConnection,
+        organization_id: Uuid,
+    ) -> impl FnOnce() -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = ServiceResult<PolicyLines>> + Send + 'static>,
+    > {
+        let adapter = SeaOrmAdapter::for_organization(db.clone(), self.policy(), organization_id);
+        move || Box::pin(async move { Ok(adapter.lines().await?) })
     }
 
     /// May `user_id` use `permission` at `scope`? `authz_version` is the organization's, read in
@@ -163,10 +322,23 @@ impl Authz {
         scope: &Scope,
         permission: Permission,
     ) -> ServiceResult<bool> {
-        let enforcer = self
-            .enforcer(db, scope.organization_id, authz_version)
-            .await?;
-        enforce(&enforcer, user_id, scope, permission)
+        let org = scope.organization_id;
+        if let Some(answer) =
+            self.decisions
+                .remembered(org, authz_version, user_id, scope, permission)
+        {
+            return Ok(answer);
+        }
+        self.decisions
+            .decide(
+                org,
+                authz_version,
+                user_id,
+                scope,
+                permission,
+                self.rows(db, org),
+            )
+            .await
     }
 
     /// Every permission of the vocabulary `user_id` holds at `scope`.
@@ -177,47 +349,66 @@ impl Authz {
         user_id: Uuid,
         scope: &Scope,
     ) -> ServiceResult<Vec<Permission>> {
-        let enforcer = self
-            .enforcer(db, scope.organization_id, authz_version)
+        let org = scope.organization_id;
+        let bits = self
+            .decisions
+            .decide_many(
+                org,
+                authz_version,
+                user_id,
+                scope,
+                &Permission::ALL,
+                self.rows(db, org),
+            )
             .await?;
-        let mut held = Vec::new();
-        for permission in Permission::ALL {
-            if enforce(&enforcer, user_id, scope, permission)? {
-                held.push(permission);
-            }
-        }
-        Ok(held)
+        Ok(Permission::ALL
+            .into_iter()
+            .filter(|p| bits & (1 << (*p as u32)) != 0)
+            .collect())
     }
 }
 
-/// A Casbin enforcer over the policy's model and whatever `adapter` loads.
-pub async fn build_enforcer(policy: &PolicySet, adapter: SeaOrmAdapter) -> ServiceResult<Enforcer> {
-    let model = DefaultModel::from_str(&policy.model_text)
-        .await
-        .map_err(|e| ServiceError::unexpected_msg(format!("casbin model: {e}")))?;
-    Enforcer::new(model, adapter)
-        .await
-        .map_err(|e| ServiceError::unexpected_msg(format!("casbin enforcer: {e}")))
-}
-
-/// One Casbin decision, the request shaped as `model.conf` defines it.
-pub fn enforce(
-    enforcer: &Enforcer,
-    user_id: Uuid,
-    scope: &Scope,
-    permission: Permission,
-) -> ServiceResult<bool> {
-    let account = scope.account_id.map(|id| id.to_string());
-    let project = scope.project_id.map(|id| id.to_string());
-    enforcer
-        .enforce((
-            user_id.to_string(),
-            scope.organization_id.to_string(),
-            account.as_deref().unwrap_or(NONE),
-            project.as_deref().unwrap_or(NONE),
-            permission.as_str(),
-        ))
-        .map_err(|e| ServiceError::unexpected_msg(format!("casbin enforce: {e}")))
+/// Re-reads the policy files of `dir` (on SIGHUP): a policy that lints replaces the one in force
+/// at once, atomically, and its new built-in roles get their rows; one that does not is
+/// refused, logged and audited, and the policy in force stays. Returns the lint's errors, if
+/// any.
+pub async fn reload_policy(
+    ctx: &crate::AppContext,
+    dir: &std::path::Path,
+) -> ServiceResult<Result<(), Vec<LintMessage>>> {
+    use crate::audit::{AuditAction, AuditEvent};
+    let meta = crate::RequestMeta::default();
+    match PolicySet::from_dir(dir) {
+        Ok(policy) => {
+            sync_builtin_roles(&ctx.db, &policy).await?;
+            for w in &policy.warnings {
+                tracing::warn!(%w, "policy");
+            }
+            let roles = policy.builtin.len();
+            ctx.authz.replace_policy(policy);
+            tracing::info!(dir = %dir.display(), roles, "policy reloaded");
+            AuditEvent::new(AuditAction::PolicyReloaded)
+                .details(
+                    serde_json::json!({ "dir": dir.display().to_string(), "builtin_roles": roles }),
+                )
+                .record(&ctx.db, &meta)
+                .await?;
+            Ok(Ok(()))
+        }
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "policy reload refused; the policy in force stays");
+            }
+            AuditEvent::new(AuditAction::PolicyReloadRejected)
+                .details(serde_json::json!({
+                    "dir": dir.display().to_string(),
+                    "problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }))
+                .record(&ctx.db, &meta)
+                .await?;
+            Ok(Err(problems))
+        }
+    }
 }
 
 /// Makes sure every built-in role of the policy has its row (so grants can reference it), with

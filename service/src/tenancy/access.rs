@@ -181,24 +181,46 @@ impl OrgAccess {
         scope_type: crate::authz::ScopeType,
         id: Uuid,
     ) -> ServiceResult<Scope> {
-        use crate::authz::ScopeType;
-        let org = self.organization.id;
-        match scope_type {
-            ScopeType::Organization if id == org => Ok(Scope::organization(org)),
-            ScopeType::Organization => Err(ServiceError::NotFound),
-            ScopeType::Account => Ok(Scope::account(org, self.account(conn, id).await?.id)),
-            ScopeType::Project => {
-                let project = projects::Entity::find_by_id(id)
-                    .filter(projects::Column::OrganizationId.eq(org))
-                    .filter(projects::Column::DeletedAt.is_null())
-                    .one(conn)
-                    .await?
-                    .ok_or(ServiceError::NotFound)?;
-                self.account(conn, project.account_id).await?;
-                Ok(Scope::project(org, project.account_id, project.id))
+        live_scope(conn, self.organization.id, scope_type, id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+}
+
+/// The live scope of `organization_id` named by type and id: the organization itself, a live
+/// account of it, or a live project under a live account of it.
+pub async fn live_scope(
+    conn: &impl ConnectionTrait,
+    organization_id: Uuid,
+    scope_type: crate::authz::ScopeType,
+    id: Uuid,
+) -> ServiceResult<Option<Scope>> {
+    use crate::authz::ScopeType;
+    let org = organization_id;
+    let live_account = |account_id: Uuid| async move {
+        accounts::Entity::find_by_id(account_id)
+            .filter(accounts::Column::OrganizationId.eq(org))
+            .filter(accounts::Column::DeletedAt.is_null())
+            .one(conn)
+            .await
+    };
+    Ok(match scope_type {
+        ScopeType::Organization => (id == org).then(|| Scope::organization(org)),
+        ScopeType::Account => live_account(id).await?.map(|a| Scope::account(org, a.id)),
+        ScopeType::Project => {
+            let project = projects::Entity::find_by_id(id)
+                .filter(projects::Column::OrganizationId.eq(org))
+                .filter(projects::Column::DeletedAt.is_null())
+                .one(conn)
+                .await?;
+            match project {
+                Some(p) if live_account(p.account_id).await?.is_some() => {
+                    Some(Scope::project(org, p.account_id, p.id))
+                }
+                _ => None,
             }
         }
-    }
+    })
 }
 
 /// Marks a change to who may do what in the organization, inside the change's transaction:
@@ -207,10 +229,12 @@ impl OrgAccess {
 /// `concurrent_change` and may retry), and every instance rebuilds the organization's enforcer.
 /// On PostgreSQL the row lock it takes also serializes the organization's policy changes.
 pub async fn bump_authz_version(
+    ctx: &AppContext,
     conn: &impl ConnectionTrait,
     access: &OrgAccess,
 ) -> ServiceResult<()> {
     bump_authz_version_of(
+        ctx,
         conn,
         access.organization.id,
         access.organization.authz_version,
@@ -221,7 +245,11 @@ pub async fn bump_authz_version(
 /// [`bump_authz_version`] for a change decided on someone else's rights than the caller's (an
 /// invitation's acceptance rests on its inviter's): the organization and the `authz_version`
 /// those decisions were made at.
+///
+/// This instance forgets what it remembers of the organization at once; every instance
+/// (this one included) also learns of the commit from the change feed.
 pub async fn bump_authz_version_of(
+    ctx: &AppContext,
     conn: &impl ConnectionTrait,
     organization_id: Uuid,
     expected_version: i64,
@@ -237,6 +265,7 @@ pub async fn bump_authz_version_of(
         .exec(conn)
         .await?;
     if result.rows_affected == 1 {
+        ctx.authz.forget_organization(organization_id);
         Ok(())
     } else {
         Err(ServiceError::Conflict("concurrent_change"))

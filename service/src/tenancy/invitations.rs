@@ -385,7 +385,7 @@ impl InvitationService {
         }
         // The inviter's rights were checked at this version: any grant, role, membership or
         // scope change since (including the organization's deletion) makes this a 409.
-        bump_authz_version_of(&txn, org_id, inviter.organization.authz_version).await?;
+        bump_authz_version_of(ctx, &txn, org_id, inviter.organization.authz_version).await?;
         inviter
             .resolve_scope(&txn, scope.scope_type(), scope.id())
             .await?;

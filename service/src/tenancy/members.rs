@@ -223,7 +223,7 @@ impl MemberService {
     ) -> ServiceResult<()> {
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         let removed = membership_assignment_ids(&txn, membership_id).await?;
         ensure_owner_remains(&txn, access.id(), &removed).await?;
         let deleted = memberships::Entity::delete_many()

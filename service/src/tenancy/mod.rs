@@ -23,7 +23,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use access::{bump_authz_version, Granted, OrgAccess, Organization};
+pub use access::{bump_authz_version, live_scope, Granted, OrgAccess, Organization};
 pub use scopes::{Account, Project, ScopeService};
 
 use crate::audit::{AuditAction, AuditEvent};
@@ -34,6 +34,20 @@ use crate::error::{is_unique_violation, ServiceError, ServiceResult};
 use crate::paging::{like_prefix, Page, PageRequest};
 use crate::principal::Principal;
 use crate::sessions::SessionService;
+
+/// The organizations `user_id` is a member of.
+pub async fn organizations_of(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> ServiceResult<Vec<Uuid>> {
+    Ok(memberships::Entity::find()
+        .select_only()
+        .column(memberships::Column::OrganizationId)
+        .filter(memberships::Column::UserId.eq(user_id))
+        .into_tuple()
+        .all(conn)
+        .await?)
+}
 
 /// Name and slug of a new organization, account or project.
 #[derive(Debug, Clone)]
@@ -277,7 +291,7 @@ impl OrgService {
         check_version(expected_version, access.organization.version)?;
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         if !scopes::soft_delete_row::<organizations::Entity>(
             &txn,
             &ORG_COLS,

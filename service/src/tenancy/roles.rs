@@ -263,7 +263,7 @@ impl RoleService {
         let now = Utc::now();
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         ensure_not_builtin_name(ctx, &txn, &new.name).await?;
         let row = roles::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -317,7 +317,7 @@ impl RoleService {
         }
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         let mut update = roles::Entity::update_many()
             .col_expr(
                 roles::Column::Version,
@@ -390,7 +390,7 @@ impl RoleService {
         .await?;
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         // Custom roles are never `owner`, so no owner grant goes with it (no last-owner check).
         let assignments = role_assignments::Entity::find()
             .filter(role_assignments::Column::RoleId.eq(role_id))
@@ -492,7 +492,7 @@ impl RoleService {
         SessionService::ensure_live(&txn, &access.principal()).await?;
         // Serializes with every other policy change: a membership, role or scope removed since
         // the checks above makes this a 409 `concurrent_change` instead of a stale grant.
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         let scope_type = scope.scope_type();
         let row = role_assignments::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -584,7 +584,7 @@ impl RoleService {
         let UnassignTarget { row, role, granted } = target;
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         ensure_owner_remains(&txn, access.id(), &[row.id]).await?;
         let deleted = role_assignments::Entity::delete_many()
             .filter(role_assignments::Column::Id.eq(row.id))

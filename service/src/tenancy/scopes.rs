@@ -262,7 +262,7 @@ impl ScopeService {
         check_version(expected_version, current.version)?;
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         if !soft_delete_row::<accounts::Entity>(&txn, &ACCOUNT_COLS, id, expected_version).await? {
             access.account(&txn, id).await?;
             return Err(ServiceError::VersionMismatch);
@@ -434,7 +434,7 @@ impl ScopeService {
         check_version(expected_version, current.version)?;
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
-        bump_authz_version(&txn, access).await?;
+        bump_authz_version(ctx, &txn, access).await?;
         if !soft_delete_row::<projects::Entity>(&txn, &PROJECT_COLS, id, expected_version).await? {
             access.project(&txn, account_id, id).await?;
             return Err(ServiceError::VersionMismatch);
