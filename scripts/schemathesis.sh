@@ -11,7 +11,7 @@
 #   TESSERA_BIN      server binary            (default /var/tmp/tessera-target/debug/tessera)
 #   TESSERA_VENV     virtualenv for the tool  (default /var/tmp/tessera-venv; created/reused)
 #   ST_EXAMPLES      examples per operation   (default 50)
-#   ST_TIMEOUT       hard bound on the whole schemathesis run, in seconds (default 270); hitting it fails
+#   ST_TIMEOUT       hard bound on the whole schemathesis run, in seconds (default 420); hitting it fails
 #   ST_SEED          fixed random seed, to replay a run
 #   ST_WORKERS       schemathesis workers     (default 1: deterministic order, no self-inflicted load)
 #   ST_REPORT_DIR    if set, JUnit XML and a VCR cassette of every request are written there
@@ -25,7 +25,7 @@ SCHEMATHESIS_VERSION=4.32.5
 TESSERA_BIN=${TESSERA_BIN:-/var/tmp/tessera-target/debug/tessera}
 TESSERA_VENV=${TESSERA_VENV:-/var/tmp/tessera-venv}
 ST_EXAMPLES=${ST_EXAMPLES:-50}
-ST_TIMEOUT=${ST_TIMEOUT:-270}
+ST_TIMEOUT=${ST_TIMEOUT:-420}
 ST_WORKERS=${ST_WORKERS:-1}
 ST_PG_ADMIN_URL=${ST_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB_ARG=${1:-}
@@ -314,6 +314,35 @@ def _use_real_references(case):
         case.body["user_id"] = _FIXTURE["user_id"]
 
 
+def _use_authz_fixture(case):
+    """A positive question to /v1/authz/* asks about the fixture organization, one of its scopes
+    and the signed-in account (three cases in four), so that the authorization code answers,
+    not only the 404 for an organization that does not exist."""
+    if not case.operation.path.startswith("/v1/authz/") or next(_COUNTER) % 4 == 3:
+        return
+    scopes = [("organization", _FIXTURE["org_id"]), ("account", _FIXTURE["account_id"]),
+              ("project", _FIXTURE["project_id"])]
+
+    def fix(q):
+        if not isinstance(q, dict):
+            return
+        kind, scope_id = scopes[next(_COUNTER) % len(scopes)]
+        if "org_id" in q:
+            q["org_id"] = _FIXTURE["org_id"]
+        if isinstance(q.get("scope"), dict):
+            q["scope"] = {"type": kind, "id": scope_id}
+        if "scope_type" in q:
+            q["scope_type"], q["scope_id"] = kind, scope_id
+        if "user_id" in q:
+            q["user_id"] = _FIXTURE["user_id"]
+
+    if isinstance(case.body, dict):
+        fix(case.body)
+        for check in case.body.get("checks") or []:
+            fix(check)
+    fix(case.query)
+
+
 # Optimistic locking: a PATCH needs the version the client last read (body `version` or
 # If-Match), which is server state no schema can generate, just like the token above. For
 # positive cases the harness does what a real client does: reads the current version (GET on
@@ -339,6 +368,7 @@ def before_call(ctx, case, **kwargs):
     if not positive:
         return
     _use_real_references(case)
+    _use_authz_fixture(case)
     method = case.operation.method.upper()
     if method == "DELETE" and "{" in case.operation.path:
         # If-Match on a DELETE is checked when given: send the current version, as a client would.

@@ -17,6 +17,46 @@ pub use m20261206_000007_reshape_tenancy::{builtin_role_id, SHIPPED_BUILTIN_ROLE
 
 pub struct Migrator;
 
+/// Raw SQL a migration runs in order, per backend and direction (triggers, functions: what the
+/// schema builder does not write).
+pub(crate) struct BackendSql {
+    pub what: &'static str,
+    pub pg_up: &'static [&'static str],
+    pub pg_down: &'static [&'static str],
+    pub sqlite_up: &'static [&'static str],
+    pub sqlite_down: &'static [&'static str],
+}
+
+impl BackendSql {
+    /// The statements for the manager's backend, in order.
+    pub fn statements(
+        &self,
+        manager: &SchemaManager,
+        up: bool,
+    ) -> Result<&'static [&'static str], DbErr> {
+        use sea_orm_migration::sea_orm::DbBackend;
+        match (manager.get_database_backend(), up) {
+            (DbBackend::Postgres, true) => Ok(self.pg_up),
+            (DbBackend::Postgres, false) => Ok(self.pg_down),
+            (DbBackend::Sqlite, true) => Ok(self.sqlite_up),
+            (DbBackend::Sqlite, false) => Ok(self.sqlite_down),
+            (other, _) => Err(DbErr::Migration(format!(
+                "{}: unsupported database backend {other:?}",
+                self.what
+            ))),
+        }
+    }
+
+    /// Runs them.
+    pub async fn run(&self, manager: &SchemaManager<'_>, up: bool) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in self.statements(manager, up)? {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

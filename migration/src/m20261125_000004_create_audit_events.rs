@@ -1,4 +1,4 @@
-use sea_orm_migration::{prelude::*, schema::*, sea_orm::DbBackend};
+use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -44,22 +44,19 @@ const SQLITE_DOWN: &[&str] = &[
     "DROP TRIGGER IF EXISTS audit_events_no_update",
 ];
 
-fn trigger_sql(backend: DbBackend, up: bool) -> Result<&'static [&'static str], DbErr> {
-    match (backend, up) {
-        (DbBackend::Postgres, true) => Ok(PG_UP),
-        (DbBackend::Postgres, false) => Ok(PG_DOWN),
-        (DbBackend::Sqlite, true) => Ok(SQLITE_UP),
-        (DbBackend::Sqlite, false) => Ok(SQLITE_DOWN),
-        (other, _) => Err(DbErr::Migration(format!(
-            "audit_events append-only trigger: unsupported database backend {other:?}"
-        ))),
-    }
-}
+const TRIGGERS: crate::BackendSql = crate::BackendSql {
+    what: "audit_events append-only trigger",
+    pg_up: PG_UP,
+    pg_down: PG_DOWN,
+    sqlite_up: SQLITE_UP,
+    sqlite_down: SQLITE_DOWN,
+};
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let triggers = trigger_sql(manager.get_database_backend(), true)?;
+        // Refuse an unsupported backend before creating anything.
+        TRIGGERS.statements(manager, true)?;
 
         manager
             .create_table(
@@ -102,18 +99,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
-        let db = manager.get_connection();
-        for sql in triggers {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        TRIGGERS.run(manager, true).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in trigger_sql(manager.get_database_backend(), false)? {
-            db.execute_unprepared(sql).await?;
-        }
+        TRIGGERS.run(manager, false).await?;
         manager
             .drop_table(Table::drop().table(AuditEvents::Table).to_owned())
             .await

@@ -5,7 +5,7 @@
 //! Instances read it in `id` order; on PostgreSQL the triggers also `NOTIFY tessera_changes` so
 //! they read it at once, not at their next poll.
 
-use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
+use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -103,33 +103,21 @@ const SQLITE_DOWN: &[&str] = &[
     "DROP TABLE IF EXISTS change_feed",
 ];
 
-fn statements(backend: DbBackend, up: bool) -> Result<&'static [&'static str], DbErr> {
-    match (backend, up) {
-        (DbBackend::Postgres, true) => Ok(PG_UP),
-        (DbBackend::Postgres, false) => Ok(PG_DOWN),
-        (DbBackend::Sqlite, true) => Ok(SQLITE_UP),
-        (DbBackend::Sqlite, false) => Ok(SQLITE_DOWN),
-        (other, _) => Err(DbErr::Migration(format!(
-            "change_feed: unsupported database backend {other:?}"
-        ))),
-    }
-}
+const SQL: crate::BackendSql = crate::BackendSql {
+    what: "change_feed",
+    pg_up: PG_UP,
+    pg_down: PG_DOWN,
+    sqlite_up: SQLITE_UP,
+    sqlite_down: SQLITE_DOWN,
+};
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in statements(manager.get_database_backend(), true)? {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        SQL.run(manager, true).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in statements(manager.get_database_backend(), false)? {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        SQL.run(manager, false).await
     }
 }

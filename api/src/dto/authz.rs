@@ -155,21 +155,52 @@ pub struct PermissionsQuery {
     pub user_id: Option<Uuid>,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct SubjectsQuery {
     pub org_id: Uuid,
-    #[param(inline)]
     pub scope_type: ScopeTypeDto,
     pub scope_id: Uuid,
-    #[param(schema_with = permission_schema)]
     pub permission: String,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// [`SubjectsQuery`]'s parameters but `permission`, whose schema (the vocabulary) utoipa's
+/// derive cannot mark required; see the manual [`IntoParams`] below.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct SubjectsQueryDoc {
+    org_id: Uuid,
+    #[param(inline)]
+    scope_type: ScopeTypeDto,
+    scope_id: Uuid,
     /// Page size, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<i64>,
+    limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^[A-Za-z0-9_-]{22}$")]
-    pub cursor: Option<String>,
+    cursor: Option<String>,
+}
+
+impl IntoParams for SubjectsQuery {
+    fn into_params(
+        parameter_in_provider: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::Required;
+        let mut params = SubjectsQueryDoc::into_params(parameter_in_provider);
+        params.insert(
+            3,
+            ParameterBuilder::new()
+                .name("permission")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::True)
+                .schema(Some(permission_schema()))
+                .build(),
+        );
+        params
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -234,10 +234,11 @@ impl Authz {
             let seen = reported.entry(organization_id).or_insert(version);
             *seen = (*seen).max(version);
         }
+        // Facts at the reported version go too: a deletion reports the version it left.
         let mut facts = self.facts.write().unwrap_or_else(PoisonError::into_inner);
         if facts
             .get(&organization_id)
-            .is_some_and(|f| f.version < version)
+            .is_some_and(|f| f.version <= version)
         {
             facts.remove(&organization_id);
         }
