@@ -4,11 +4,13 @@
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod limits;
 pub mod mail;
 pub mod paging;
 pub mod passwords;

@@ -7,6 +7,7 @@ mod concurrency;
 mod errors;
 mod faults;
 mod invitations;
+mod limits;
 mod matrix;
 mod me;
 mod members;
