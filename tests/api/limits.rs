@@ -18,6 +18,7 @@ both_backends!(
     sign_in_per_ip_limit_answers_429_with_retry_after,
     registration_per_ip_limit_and_taken_email_before_hashing,
     trusted_proxies_decide_the_client_ip,
+    concurrent_registrations_of_one_email_hash_once,
 );
 
 fn spawn_tweaked(
@@ -338,4 +339,23 @@ async fn trusted_proxies_decide_the_client_ip(app: TestApp) {
         statuses.push(res.status().as_u16());
     }
     assert_eq!(statuses, [401, 401, 429]);
+}
+
+/// 200 registrations of one address at once: one 201, 199 409s, and one hash: the others wait
+/// for the registration in progress on this instance and then see the address taken.
+async fn concurrent_registrations_of_one_email_hash_once(app: TestApp) {
+    let hashed_before = app.ctx.hasher.hashes_computed();
+    let body = json!({"email": "once@example.com", "password": PASSWORD, "display_name": "Once"});
+    let results = join_all((0..200).map(|_| app.post_json("/v1/auth/register", &body))).await;
+    let statuses: Vec<StatusCode> = results.iter().map(Response::status).collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let taken = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, taken), (1, 199), "{statuses:?}");
+    assert_eq!(app.ctx.hasher.hashes_computed() - hashed_before, 1);
 }

@@ -17,6 +17,7 @@ mod ops;
 mod orgs;
 mod plans;
 mod policy_cli;
+mod refresh_grace;
 mod roles;
 mod sessions;
 mod tokens;
