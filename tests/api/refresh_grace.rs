@@ -46,6 +46,7 @@ async fn a_spent_refresh_token_is_honoured_once_within_the_grace_from_the_same_a
     let app = TestApp::spawn_with(backend, |s| s.auth.refresh_reuse_grace_secs = 30)
         .await
         .unwrap();
+    app.ctx.clock.freeze();
     let user = app.user("lost-response").await;
 
     // The lost response: T1 is spent, T2 never reached the client; it presents T1 again.
