@@ -782,10 +782,10 @@ mod cidr_tests {
             jail.set_env("TESSERA_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]");
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(
-                s.limits.login,
+                s.limits.login(),
                 WindowLimit {
                     max: 5,
-                    window_secs: 10
+                    window_secs: 60
                 }
             );
             assert_eq!(
