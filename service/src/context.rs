@@ -9,12 +9,13 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use crate::authz::{Authz, PolicySet};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::{ServiceError, ServiceResult};
 use crate::mail::Mailer;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
-use crate::users::User;
+use crate::users::{PendingRegistrations, User};
 
 /// Who made a request, for sessions and the audit log.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +23,13 @@ pub struct RequestMeta {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+}
+
+impl RequestMeta {
+    /// The client's address, when the request carried one that parses.
+    pub fn ip_addr(&self) -> Option<std::net::IpAddr> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
 }
 
 #[derive(Clone)]
@@ -37,6 +45,10 @@ pub struct AppContext {
     /// The base of links in mail; set once the server knows its port (see
     /// [`crate::config::ServerSettings::public_base_url`]).
     pub public_url: Arc<OnceLock<String>>,
+    /// The time limits and grace periods are judged by (see [`Clock`]).
+    pub clock: Arc<Clock>,
+    /// Registrations running on this instance, by address (see [`PendingRegistrations`]).
+    pub registering: Arc<PendingRegistrations>,
 }
 
 impl AppContext {
@@ -74,6 +86,8 @@ impl AppContext {
             authz: Arc::new(Authz::new(policy)),
             mailer: Arc::new(mailer),
             public_url: Arc::new(OnceLock::new()),
+            clock: Arc::new(Clock::default()),
+            registering: Arc::new(PendingRegistrations::default()),
         })
     }
 }

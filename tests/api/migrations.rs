@@ -25,7 +25,7 @@ async fn scalar<T: sea_orm::TryGetable>(
 }
 
 /// Tables after every migration.
-const TABLES: i64 = 13;
+const TABLES: i64 = 15;
 
 async fn table_count(db: &sea_orm::DatabaseConnection) -> i64 {
     scalar(
@@ -44,6 +44,19 @@ async fn audit_org_index(db: &sea_orm::DatabaseConnection) -> String {
         "SELECT indexdef AS v FROM pg_indexes WHERE indexname = 'idx_audit_events_organization_id_created_at'",
     )
     .await
+}
+
+/// How many migrations `down` must undo to undo `name` (it and every later one).
+fn steps_back_to(name: &str) -> u32 {
+    let names: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let position = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no migration {name}"));
+    u32::try_from(names.len() - position).unwrap()
 }
 
 async fn round_trip(backend: Backend) {
@@ -68,8 +81,13 @@ async fn round_trip(backend: Backend) {
         "every table of the data model so far"
     );
     // The change feed's triggers go with its table: the rows they watched still change.
-    Migrator::down(&db, Some(1)).await.unwrap();
-    assert_eq!(table_count(&db).await, 12);
+    Migrator::down(&db, Some(steps_back_to("m20261206_000010_change_feed")))
+        .await
+        .unwrap();
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM change_feed")
+        .await
+        .is_err());
     for sql in [
         "INSERT INTO organizations (id, slug, name, version, authz_version, created_at, updated_at) VALUES ('00000000-0000-0000-0000-0000000000aa', 'feed', 'Feed', 1, 1, '2026-01-01', '2026-01-01')",
         "UPDATE organizations SET authz_version = 2, deleted_at = '2026-01-02' WHERE slug = 'feed'",
@@ -91,13 +109,33 @@ async fn round_trip(backend: Backend) {
     Migrator::up(&db, None).await.unwrap();
     assert_eq!(table_count(&db).await, TABLES);
 
-    // The tenancy reshape's down (after the downs of every later migration) restores the earlier
-    // tables (casbin_rule among them) and its up replaces them again.
-    let reshape = Migrator::migrations()
-        .iter()
-        .position(|m| m.name() == "m20261206_000007_reshape_tenancy")
-        .expect("the reshape migration");
-    Migrator::down(&db, Some((total - reshape) as u32))
+    // The limits' counters: down drops both tables, up brings them back empty and working.
+    Migrator::down(&db, Some(steps_back_to("m20261206_000008_limits")))
+        .await
+        .unwrap();
+    assert_eq!(
+        table_count(&db).await,
+        TABLES - 3,
+        "the limits' two tables and the feed's"
+    );
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM secret_check_limits")
+        .await
+        .is_err());
+    Migrator::up(&db, None).await.unwrap();
+    for table in ["rate_limit_counters", "secret_check_limits"] {
+        let n: i64 = scalar(
+            &db,
+            &format!("SELECT count(*) AS v FROM {table}"),
+            &format!("SELECT count(*) AS v FROM {table}"),
+        )
+        .await;
+        assert_eq!(n, 0, "{table}");
+    }
+
+    // The tenancy reshape's down restores the earlier tables (casbin_rule among them) and its
+    // up replaces them again.
+    Migrator::down(&db, Some(steps_back_to("m20261206_000007_reshape_tenancy")))
         .await
         .unwrap();
     assert_eq!(
@@ -137,13 +175,12 @@ async fn round_trip(backend: Backend) {
         "{}",
         audit_org_index(&db).await
     );
-    let partial_index = Migrator::migrations()
-        .iter()
-        .position(|m| m.name() == "m20261203_000006_partial_audit_org_index")
-        .expect("the partial index migration");
-    Migrator::down(&db, Some((total - partial_index) as u32))
-        .await
-        .unwrap();
+    Migrator::down(
+        &db,
+        Some(steps_back_to("m20261203_000006_partial_audit_org_index")),
+    )
+    .await
+    .unwrap();
     assert!(
         !partial(&audit_org_index(&db).await),
         "{}",

@@ -23,6 +23,8 @@ use crate::validation::all_ok;
         (status = 201, description = "Account created", body = UserResponse),
         (status = 409, description = "Email already registered (`email_taken`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid email, password or display name", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this client (`rate_limited`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 #[post("/auth/register")]
@@ -52,7 +54,8 @@ pub async fn register(
 
 /// Sign in with email and password.
 ///
-/// Starts a new session. Wrong password and unknown email get the same answer in the same time.
+/// Starts a new session. Wrong password and unknown email get the same answer in the same time,
+/// and the same delays after repeated failures.
 #[utoipa::path(
     extensions(("x-required-permission" = json!("public"))),
     tag = "auth",
@@ -67,6 +70,8 @@ pub async fn register(
         (status = 401, description = "Email or password incorrect (`invalid_credentials`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Malformed email, or password longer than 1024 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many sign-ins from this client, or too many failed checks for this account: wait, then the right password works (`rate_limited`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 #[post("/auth/login")]

@@ -104,6 +104,8 @@ pub async fn update_me(
         (status = 403, description = "The current password is wrong (`invalid_current_password`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Changed concurrently by another request", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "New password rejected by the policy", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks for this account (`rate_limited`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 #[post("/me/password")]
