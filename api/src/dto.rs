@@ -144,6 +144,42 @@ pub struct ChangePasswordRequest {
     pub new_password: SecretString,
 }
 
+/// A token from a mailed link (`?token=…`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 256)]
+    pub token: SecretString,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotPasswordRequest {
+    #[schema(format = Email, example = "ada@example.com", max_length = 254,
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+    pub email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    /// The token from the mailed link.
+    #[schema(value_type = String, min_length = 1, max_length = 256)]
+    pub token: SecretString,
+    /// 12 to 128 characters; not a commonly used password.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    pub new_password: SecretString,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmailRequest {
+    /// The new address; it becomes yours once you open the link mailed to it.
+    #[schema(format = Email, example = "ada@example.com", max_length = 254,
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+    pub email: String,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {

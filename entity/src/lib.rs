@@ -7,6 +7,7 @@ pub mod audit_events;
 pub mod invitations;
 pub mod mail_outbox;
 pub mod memberships;
+pub mod one_time_tokens;
 pub mod organizations;
 pub mod projects;
 pub mod refresh_tokens;

@@ -3,6 +3,7 @@ pub use super::audit_events::Entity as AuditEvents;
 pub use super::invitations::Entity as Invitations;
 pub use super::mail_outbox::Entity as MailOutbox;
 pub use super::memberships::Entity as Memberships;
+pub use super::one_time_tokens::Entity as OneTimeTokens;
 pub use super::organizations::Entity as Organizations;
 pub use super::projects::Entity as Projects;
 pub use super::refresh_tokens::Entity as RefreshTokens;

@@ -55,6 +55,12 @@ pub enum AuditAction {
     RoleDeleted,
     RoleAssigned,
     RoleUnassigned,
+    EmailVerificationSent,
+    EmailVerified,
+    EmailChangeRequested,
+    EmailChanged,
+    PasswordResetRequested,
+    PasswordReset,
 }
 
 impl AuditAction {
@@ -90,6 +96,12 @@ impl AuditAction {
             Self::RoleDeleted => "role.deleted",
             Self::RoleAssigned => "role.assigned",
             Self::RoleUnassigned => "role.unassigned",
+            Self::EmailVerificationSent => "user.email_verification_sent",
+            Self::EmailVerified => "user.email_verified",
+            Self::EmailChangeRequested => "user.email_change_requested",
+            Self::EmailChanged => "user.email_changed",
+            Self::PasswordResetRequested => "user.password_reset_requested",
+            Self::PasswordReset => "user.password_reset",
         }
     }
 }

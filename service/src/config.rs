@@ -192,6 +192,10 @@ pub struct AuthSettings {
     pub signing_key: Option<SecretString>,
     /// File holding the key in one of the same forms.
     pub signing_key_file: Option<PathBuf>,
+    /// How long an email verification link works.
+    pub email_verification_ttl_secs: i64,
+    /// How long a password reset link works.
+    pub password_reset_ttl_secs: i64,
 }
 
 impl Default for AuthSettings {
@@ -205,6 +209,8 @@ impl Default for AuthSettings {
             leeway_secs: 5,
             signing_key: None,
             signing_key_file: None,
+            email_verification_ttl_secs: 24 * 3600,
+            password_reset_ttl_secs: 3600,
         }
     }
 }
@@ -369,6 +375,26 @@ impl Settings {
                 "server limits must be positive".into(),
             ));
         }
+        let smtp = &self.mail.smtp;
+        if smtp.security == SmtpSecurity::None
+            && (smtp.username.is_some() || smtp.password.is_some())
+        {
+            return Err(ConfigError::Invalid(
+                "mail.smtp credentials are only sent over starttls or tls, not security = \"none\""
+                    .into(),
+            ));
+        }
+        if smtp.username.is_some() != smtp.password.is_some() {
+            return Err(ConfigError::Invalid(
+                "mail.smtp.username and mail.smtp.password go together".into(),
+            ));
+        }
+        let a = &self.auth;
+        if a.email_verification_ttl_secs <= 0 || a.password_reset_ttl_secs <= 0 {
+            return Err(ConfigError::Invalid(
+                "token lifetimes must be positive".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -486,7 +512,31 @@ mod tests {
     fn secrets_are_not_printed() {
         let mut s = Settings::default();
         s.auth.signing_key = Some(SecretString::from("c2VjcmV0LXNlZWQ=".to_owned()));
-        assert!(!format!("{s:?}").contains("c2VjcmV0LXNlZWQ="));
+        s.mail.smtp.password = Some(SecretString::from("smtp-s3cret".to_owned()));
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("c2VjcmV0LXNlZWQ="));
+        assert!(!printed.contains("smtp-s3cret"));
+    }
+
+    #[test]
+    fn smtp_settings_come_from_the_environment_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_MAIL__TRANSPORT", "smtp");
+            jail.set_env("TESSERA_MAIL__SMTP__HOST", "smtp.acme.test");
+            jail.set_env("TESSERA_MAIL__SMTP__SECURITY", "tls");
+            jail.set_env("TESSERA_MAIL__SMTP__USERNAME", "tessera");
+            jail.set_env("TESSERA_MAIL__SMTP__PASSWORD", "pw");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.mail.transport, MailTransport::Smtp);
+            assert_eq!(s.mail.smtp.port(), 465);
+            jail.set_env("TESSERA_MAIL__SMTP__SECURITY", "none");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("credentials"), "{err}");
+            Ok(())
+        });
+        let defaults = SmtpSettings::default();
+        assert_eq!(defaults.security, SmtpSecurity::Starttls);
+        assert_eq!(defaults.port(), 587);
     }
 }
 
@@ -502,16 +552,19 @@ pub struct PolicySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailSettings {
-    /// `outbox`: messages are stored in the database (`tessera mail outbox` prints them).
+    /// `outbox`: messages are stored in the database (`tessera mail outbox` prints them);
+    /// `smtp`: they are sent through the server in `mail.smtp` once their change commits.
     pub transport: MailTransport,
     /// The From address.
     pub from: String,
+    pub smtp: SmtpSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MailTransport {
     Outbox,
+    Smtp,
 }
 
 impl Default for MailSettings {
@@ -519,6 +572,56 @@ impl Default for MailSettings {
         Self {
             transport: MailTransport::Outbox,
             from: "Tessera <no-reply@localhost>".into(),
+            smtp: SmtpSettings::default(),
         }
+    }
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which is required (port 587 by default).
+    Starttls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No encryption (port 25 by default): only for a relay on the same host or network.
+    None,
+}
+
+/// The SMTP server used when `mail.transport = "smtp"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    /// Defaults to 587, 465 or 25 by `security`.
+    pub port: Option<u16>,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Longest wait for the server on one message.
+    pub timeout_ms: u64,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: None,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl SmtpSettings {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        })
     }
 }

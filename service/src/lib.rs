@@ -4,12 +4,14 @@
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod mail;
+pub mod one_time_tokens;
 pub mod paging;
 pub mod passwords;
 pub mod principal;

@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod concurrency;
+mod email_verification;
 mod errors;
 mod faults;
 mod invitations;
@@ -14,8 +15,10 @@ mod migrations;
 mod openapi;
 mod ops;
 mod orgs;
+mod password_reset;
 mod plans;
 mod policy_cli;
 mod roles;
 mod sessions;
+mod smtp;
 mod tokens;

@@ -61,7 +61,7 @@ async fn round_trip(backend: Backend) {
         .is_empty());
     assert_eq!(
         table_count(&db).await,
-        12,
+        13,
         "every table of the data model so far"
     );
     Migrator::down(&db, Some(total as u32)).await.unwrap();
@@ -75,15 +75,28 @@ async fn round_trip(backend: Backend) {
         total
     );
     Migrator::up(&db, None).await.unwrap();
+    assert_eq!(table_count(&db).await, 13);
+
+    // The one-time tokens' down drops their table; up creates it again.
+    Migrator::down(&db, Some(1)).await.unwrap();
     assert_eq!(table_count(&db).await, 12);
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM one_time_tokens")
+        .await
+        .is_err());
+    Migrator::up(&db, None).await.unwrap();
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM one_time_tokens")
+        .await
+        .is_ok());
 
     // The tenancy reshape's down restores the earlier tables (casbin_rule among them) and its
     // up replaces them again.
-    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::down(&db, Some(2)).await.unwrap();
     assert_eq!(
         table_count(&db).await,
         12,
-        "old tenancy tables and casbin_rule back"
+        "old tenancy tables and casbin_rule back, one_time_tokens gone"
     );
     assert!(db
         .execute_unprepared("SELECT count(*) FROM casbin_rule")
@@ -117,7 +130,7 @@ async fn round_trip(backend: Backend) {
         "{}",
         audit_org_index(&db).await
     );
-    Migrator::down(&db, Some(2)).await.unwrap();
+    Migrator::down(&db, Some(3)).await.unwrap();
     assert!(
         !partial(&audit_org_index(&db).await),
         "{}",

@@ -3,15 +3,16 @@
 use actix_web::http::header;
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 use service::audit::AuditAction;
-use service::domain::{DisplayName, Password};
+use service::domain::{DisplayName, Email, Password};
+use service::one_time_tokens::EmailVerificationService;
 use service::sessions::SessionService;
 use service::users::{parse_metadata, ProfilePatch, UserService};
 use service::AppContext;
 use uuid::Uuid;
 
 use crate::dto::{
-    ChangePasswordRequest, RevokedCount, SessionList, SessionResponse, UpdateMeRequest,
-    UserResponse,
+    ChangeEmailRequest, ChangePasswordRequest, RevokedCount, SessionList, SessionResponse,
+    UpdateMeRequest, UserResponse,
 };
 use crate::error::{ApiError, Problem};
 use crate::precondition::expected_version;
@@ -116,6 +117,34 @@ pub async fn change_password(
     let new = Password::parse(&body.new_password, "new_password")?;
     UserService::change_password(&ctx, &meta.0, &auth.0, &body.current_password, new).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Change the signed-in user's email address.
+///
+/// A confirmation link goes to the new address; the address changes (verified) only when it is
+/// opened (`POST /v1/auth/email/verify`).
+#[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A confirmation link is on its way to the new address"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another account has this address (`email_taken`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed address, or already yours (`email_unchanged`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/me/email")]
+pub async fn change_email(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+    body: web::Json<ChangeEmailRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = Email::parse(&body.email)?;
+    EmailVerificationService::request_change(&ctx, &meta.0, &auth.0, &email).await?;
+    Ok(HttpResponse::Accepted().finish())
 }
 
 /// The signed-in user's live sessions, newest first.
