@@ -176,6 +176,16 @@ impl From<ServiceError> for ApiError {
                 "Precondition required",
             )
             .detail("send the version you read, as `version` in the body or an If-Match header"),
+            ServiceError::RateLimited { retry_after_secs } => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests",
+                )
+                .detail("too many attempts; retry after the time in Retry-After");
+                e.0.retry_after = Some((*retry_after_secs).max(1));
+                e
+            }
             ServiceError::Overloaded { retry_after_secs } => {
                 let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -2,6 +2,7 @@
 //! timeout, and the extractors for the caller (`Authenticated`) and its metadata (`ClientMeta`).
 
 use std::future::{ready, Ready};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
@@ -120,12 +121,46 @@ impl FromRequest for ClientMeta {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let trusted = req
+            .app_data::<web::Data<AppContext>>()
+            .map(|ctx| ctx.settings.server.trusted_proxies.as_slice())
+            .unwrap_or_default();
         ready(Ok(ClientMeta(RequestMeta {
-            ip: req.peer_addr().map(|a| a.ip().to_string()),
+            ip: client_ip(req, trusted).map(|ip| ip.to_string()),
             user_agent,
             request_id: current_request_id(),
         })))
     }
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy; then the nearest address
+/// in `X-Forwarded-For` (read from the right, each proxy appending the address it saw) that is
+/// not a trusted proxy. Entries left of that one were written by the client and are never
+/// believed; an unparseable entry stops the walk at the last address a trusted proxy vouched for.
+pub fn client_ip(req: &HttpRequest, trusted: &[service::config::Cidr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip().to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all(HeaderName::from_static("x-forwarded-for"))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for entry in forwarded.iter().rev() {
+        let Ok(ip) = entry.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 /// Which methods each documented path answers, built from the OpenAPI document, so a known path

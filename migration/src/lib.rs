@@ -11,6 +11,7 @@ mod m20261125_000004_create_audit_events;
 mod m20261125_000005_create_casbin_rule;
 mod m20261203_000006_partial_audit_org_index;
 mod m20261206_000007_reshape_tenancy;
+mod m20261206_000008_limits;
 mod m20261206_000009_create_one_time_tokens;
 
 pub use m20261206_000007_reshape_tenancy::{builtin_role_id, SHIPPED_BUILTIN_ROLES};
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_create_casbin_rule::Migration),
             Box::new(m20261203_000006_partial_audit_org_index::Migration),
             Box::new(m20261206_000007_reshape_tenancy::Migration),
+            Box::new(m20261206_000008_limits::Migration),
             Box::new(m20261206_000009_create_one_time_tokens::Migration),
         ]
     }

@@ -15,6 +15,7 @@ use crate::audit::{audit_columns, AuditAction, AuditEvent, MAX_USER_AGENT_CHARS}
 use crate::context::{AppContext, RequestMeta};
 use crate::domain::Email;
 use crate::error::{ServiceError, ServiceResult};
+use crate::limits::{self, IpAction};
 use crate::passwords::Verification;
 use crate::principal::Principal;
 use crate::sessions::SessionService;
@@ -111,16 +112,25 @@ impl AuthService {
         email: &Email,
         password: &SecretString,
     ) -> ServiceResult<IssuedTokens> {
-        let slot = ctx.hasher.reserve()?;
+        // Cheapest refusals first: this client's sign-in rate, its share of the hashing queue,
+        // then the account's budget; only then a hash.
+        let client = meta.ip_addr();
+        if let Some(ip) = client {
+            limits::ip_attempt(ctx, IpAction::Login, ip).await?;
+        }
+        let slot = ctx.hasher.reserve_for(client)?;
         let user = UserService::find_by_email(&ctx.db, email).await?;
-        let verdict = ctx
-            .hasher
-            .verify_in(
-                slot,
-                password,
-                user.as_ref().map(|u| u.password_hash.as_str()),
-            )
-            .await?;
+        // An unknown address is throttled under a stand-in subject exactly like a real account,
+        // so the answers (401, then 429 with the same delays) do not tell them apart.
+        let subject = user
+            .as_ref()
+            .map_or_else(|| limits::unknown_email_subject(email), |u| u.id);
+        let stored = user.as_ref().map(|u| u.password_hash.as_str());
+        let (_, verdict) = limits::secret_check(ctx, subject, async {
+            let verdict = ctx.hasher.verify_in(slot, password, stored).await?;
+            Ok((matches!(verdict, Verification::Match { .. }), verdict))
+        })
+        .await?;
         let (user, needs_rehash) = match (user, verdict) {
             (Some(user), Verification::Match { needs_rehash }) => (user, needs_rehash),
             (user, _) => {
@@ -266,7 +276,7 @@ impl AuthService {
         presented: &SecretString,
     ) -> ServiceResult<IssuedTokens> {
         let hash = hash_token(presented.expose_secret());
-        let now = Utc::now();
+        let now = ctx.clock.now();
         if ctx.db.get_database_backend() == DbBackend::Postgres {
             return Self::refresh_postgres(ctx, meta, &hash, now).await;
         }
@@ -284,7 +294,7 @@ impl AuthService {
             .await?;
         let Some(token) = claimed.into_iter().next() else {
             txn.rollback().await?;
-            return Err(Self::refresh_refused(ctx, meta, &hash).await?);
+            return Self::refresh_refused(ctx, meta, &hash, now).await;
         };
         let active_users = Query::select()
             .column(users::Column::Id)
@@ -360,7 +370,7 @@ impl AuthService {
         ];
         let row = Self::postgres_one(ctx, REFRESH_POSTGRES_SQL, values).await?;
         let Some(row) = row else {
-            return Err(Self::refresh_refused(ctx, meta, hash).await?);
+            return Self::refresh_refused(ctx, meta, hash, now).await;
         };
         let session_id: Uuid = row.try_get("", "session_id")?;
         let user_id: Option<Uuid> = row.try_get("", "user_id")?;
@@ -455,22 +465,30 @@ impl AuthService {
         }
     }
 
-    /// Why a refresh token could not be claimed; a reused one takes its session down.
+    /// Why a refresh token could not be claimed; a reused one takes its session down, unless
+    /// the refresh-reuse grace applies (see [`Self::within_grace`]).
     async fn refresh_refused(
         ctx: &AppContext,
         meta: &RequestMeta,
         hash: &str,
-    ) -> ServiceResult<ServiceError> {
+        now: DateTime<Utc>,
+    ) -> ServiceResult<IssuedTokens> {
         let invalid = ServiceError::Unauthenticated("invalid_refresh_token");
         let Some(token) = refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::TokenHash.eq(hash))
             .one(&ctx.db)
             .await?
         else {
-            return Ok(invalid);
+            return Err(invalid);
         };
-        if token.used_at.is_none() {
-            return Ok(invalid); // expired
+        let Some(used_at) = token.used_at else {
+            return Err(invalid); // expired
+        };
+        let grace = i64::try_from(ctx.settings.auth.refresh_reuse_grace_secs).unwrap_or(i64::MAX);
+        if grace > 0 && now - used_at <= Duration::seconds(grace) {
+            if let Some(tokens) = Self::within_grace(ctx, meta, &token, now).await? {
+                return Ok(tokens);
+            }
         }
         let txn = crate::db::begin_write(&ctx.db).await?;
         let session = sessions::Entity::find_by_id(token.session_id)
@@ -496,7 +514,71 @@ impl AuthService {
         txn.commit().await?;
         SessionService::forget_locally(ctx, &[token.session_id]);
         tracing::warn!(session_id = %token.session_id, "refresh token reuse detected; session revoked");
-        Ok(ServiceError::Unauthenticated("refresh_token_reused"))
+        Err(ServiceError::Unauthenticated("refresh_token_reused"))
+    }
+
+    /// A spent token presented again within `auth.refresh_reuse_grace_secs`: when its session is
+    /// live, the request's user agent is the one the session last recorded (the refresh that
+    /// spent the token records it), and the token has not been re-presented before, the client
+    /// gets a new pair of the same session (the successor it may never have received stays
+    /// valid: two tabs both go on). `None` when any of that fails: then it is reuse as always.
+    async fn within_grace(
+        ctx: &AppContext,
+        meta: &RequestMeta,
+        token: &refresh_tokens::Model,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<Option<IssuedTokens>> {
+        use sea_orm::PaginatorTrait;
+        let user_agent = clip(&meta.user_agent, MAX_USER_AGENT_CHARS);
+        if user_agent.is_none() {
+            return Ok(None);
+        }
+        let txn = crate::db::begin_write(&ctx.db).await?;
+        // Lock the spent token's row so that concurrent re-presentations count its successors
+        // one after the other: one successor (the original rotation) means none was re-issued.
+        refresh_tokens::Entity::update_many()
+            .col_expr(
+                refresh_tokens::Column::UsedAt,
+                Expr::col(refresh_tokens::Column::UsedAt),
+            )
+            .filter(refresh_tokens::Column::Id.eq(token.id))
+            .exec(&txn)
+            .await?;
+        let successors = refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::ParentId.eq(token.id))
+            .count(&txn)
+            .await?;
+        let active_users = Query::select()
+            .column(users::Column::Id)
+            .from(users::Entity)
+            .and_where(users::Column::Status.eq(UserStatus::Active))
+            .and_where(users::Column::DeletedAt.is_null())
+            .to_owned();
+        let session = sessions::Entity::find_by_id(token.session_id)
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(now))
+            .filter(sessions::Column::UserId.in_subquery(active_users))
+            .one(&txn)
+            .await?;
+        let Some(session) = session.filter(|s| successors <= 1 && s.user_agent == user_agent)
+        else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let refresh = new_refresh_token();
+        Self::insert_refresh(
+            &txn,
+            ctx,
+            session.id,
+            Some(token.id),
+            &refresh,
+            now,
+            session.expires_at,
+        )
+        .await?;
+        txn.commit().await?;
+        tracing::info!(session_id = %session.id, "spent refresh token presented again within the grace; new pair issued");
+        Self::tokens(ctx, session.user_id, session.id, refresh, now).map(Some)
     }
 
     /// Counts and audits a failed sign-in. Unknown emails run the same statements (the counter

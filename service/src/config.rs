@@ -30,6 +30,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub policy: PolicySettings,
     pub mail: MailSettings,
+    pub limits: LimitsSettings,
 }
 
 impl Default for Settings {
@@ -45,6 +46,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             policy: PolicySettings::default(),
             mail: MailSettings::default(),
+            limits: LimitsSettings::default(),
         }
     }
 }
@@ -68,6 +70,9 @@ pub struct ServerSettings {
     /// The address users reach Tessera's pages at, for links in mail (invitations, ...). Never
     /// taken from a request's Host header; defaults to `http://<bind>:<port>`.
     pub public_url: Option<String>,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed: the client is the nearest address in
+    /// that header that is not one of them. Empty (the default): the peer address is the client.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl ServerSettings {
@@ -99,6 +104,7 @@ impl Default for ServerSettings {
             client_request_timeout_ms: 5_000,
             keep_alive_secs: 15,
             public_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -192,6 +198,10 @@ pub struct AuthSettings {
     pub signing_key: Option<SecretString>,
     /// File holding the key in one of the same forms.
     pub signing_key_file: Option<PathBuf>,
+    /// A refresh token presented again this many seconds after it was spent, with the same user
+    /// agent as the refresh that spent it, gets a new pair of the same session instead of
+    /// revoking it as a reuse (a response lost to a timeout, two tabs). 0: strict reuse detection.
+    pub refresh_reuse_grace_secs: u64,
     /// How long an email verification link works.
     pub email_verification_ttl_secs: i64,
     /// How long a password reset link works.
@@ -209,6 +219,7 @@ impl Default for AuthSettings {
             leeway_secs: 5,
             signing_key: None,
             signing_key_file: None,
+            refresh_reuse_grace_secs: 0,
             email_verification_ttl_secs: 24 * 3600,
             password_reset_ttl_secs: 3600,
         }
@@ -227,6 +238,10 @@ pub struct PasswordSettings {
     pub max_queue: usize,
     /// How long a request may wait for a hashing slot before it gets 503.
     pub queue_timeout_ms: u64,
+    /// Hashes one client (IP address, IPv6 /64) may have running or queued at once; beyond that
+    /// its requests get 429 at once, so one client flooding sign-ins cannot fill the queue that
+    /// every other client waits in.
+    pub max_queued_per_client: usize,
 }
 
 /// OWASP's first recommendation for Argon2id.
@@ -242,6 +257,7 @@ impl Default for PasswordSettings {
             max_concurrent: None,
             max_queue: 32,
             queue_timeout_ms: 500,
+            max_queued_per_client: 4,
         }
     }
 }
@@ -300,7 +316,7 @@ pub enum ConfigError {
 }
 
 /// Top-level keys of [`Settings`], the only ones read from `TESSERA_*` variables.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "cache",
     "environment",
     "data_dir",
@@ -311,6 +327,7 @@ const SECTIONS: [&str; 10] = [
     "log",
     "policy",
     "mail",
+    "limits",
 ];
 
 impl Settings {
@@ -375,6 +392,12 @@ impl Settings {
                 "server limits must be positive".into(),
             ));
         }
+        if self.password.max_queued_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "password.max_queued_per_client must be positive".into(),
+            ));
+        }
+        self.limits.validate()?;
         let smtp = &self.mail.smtp;
         if smtp.security == SmtpSecurity::None
             && (smtp.username.is_some() || smtp.password.is_some())
@@ -415,6 +438,11 @@ impl Settings {
         // Bursts in tests (200 concurrent registrations) must queue, not be shed.
         s.password.max_queue = 1024;
         s.password.queue_timeout_ms = 30_000;
+        // Every test client is 127.0.0.1, and tests fire hundreds of concurrent sign-ins and
+        // registrations: per-client limits that production needs would only shed them. Tests of
+        // the limits themselves set them back (see tests/api/limits.rs).
+        s.password.max_queued_per_client = 1024;
+        s.limits = LimitsSettings::unlimited_per_client();
         s
     }
 }
@@ -623,5 +651,236 @@ impl SmtpSettings {
             SmtpSecurity::Tls => 465,
             SmtpSecurity::None => 25,
         })
+    }
+}
+
+/// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use std::net::IpAddr;
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: prefix must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(Self {
+            network: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+/// `ip` with every bit after the first `prefix` cleared.
+pub fn mask(ip: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(bits & keep))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let keep = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(bits & keep))
+        }
+    }
+}
+
+/// At most `max` attempts per client in `window_secs`, judged over the current and the previous
+/// aligned window together (see `service::limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowLimit {
+    pub max: u32,
+    pub window_secs: u32,
+}
+
+/// Brute-force protection and rate limits (`[limits]`), kept in the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Sign-in attempts per client IP.
+    pub login: WindowLimit,
+    /// Registrations per client IP.
+    pub register: WindowLimit,
+    /// Password-reset requests per client IP.
+    pub password_reset: WindowLimit,
+    /// Email-verification requests (verify and resend) per client IP.
+    pub email_verification: WindowLimit,
+    /// Failed password or MFA-code checks in a row an account may have before each further
+    /// check waits.
+    pub free_failures: u32,
+    /// The first wait after `free_failures` failures in a row; it doubles with each further
+    /// failure up to `max_delay_secs`. A success ends the run.
+    pub first_delay_secs: u32,
+    pub max_delay_secs: u32,
+    /// Failed checks an account may have in any `failure_window_secs`.
+    pub failure_budget: u32,
+    pub failure_window_secs: u32,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            login: WindowLimit {
+                max: 60,
+                window_secs: 60,
+            },
+            register: WindowLimit {
+                max: 20,
+                window_secs: 3600,
+            },
+            password_reset: WindowLimit {
+                max: 10,
+                window_secs: 3600,
+            },
+            email_verification: WindowLimit {
+                max: 20,
+                window_secs: 3600,
+            },
+            free_failures: 5,
+            first_delay_secs: 1,
+            max_delay_secs: 15 * 60,
+            failure_budget: 20,
+            failure_window_secs: 15 * 60,
+        }
+    }
+}
+
+impl LimitsSettings {
+    /// The defaults with every per-client limit raised out of reach (the per-account budget
+    /// stays): for the test suite, where every client is 127.0.0.1.
+    pub fn unlimited_per_client() -> Self {
+        let unlimited = WindowLimit {
+            max: 1_000_000,
+            window_secs: 60,
+        };
+        Self {
+            login: unlimited,
+            register: unlimited,
+            password_reset: unlimited,
+            email_verification: unlimited,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, limit) in [
+            ("login", self.login),
+            ("register", self.register),
+            ("password_reset", self.password_reset),
+            ("email_verification", self.email_verification),
+        ] {
+            if limit.max == 0 || limit.max > 1_000_000_000 || limit.window_secs == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name}: max and window_secs must be positive"
+                )));
+            }
+        }
+        if self.free_failures == 0
+            || self.first_delay_secs == 0
+            || self.max_delay_secs < self.first_delay_secs
+            || self.max_delay_secs > 24 * 3600
+            || self.failure_budget == 0
+            || self.failure_budget > 1_000_000_000
+            || self.failure_window_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: free_failures, first_delay_secs, failure_budget and failure_window_secs must be positive, and first_delay_secs <= max_delay_secs <= 86400".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod cidr_tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        let host = Cidr::parse("192.0.2.7").unwrap();
+        assert!(host.contains("192.0.2.7".parse().unwrap()));
+        assert!(!host.contains("192.0.2.8".parse().unwrap()));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("10.1.0.1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "2001:db8::/129", "nope", "10.0.0.0/x", ""] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_come_from_the_environment_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_LIMITS__LOGIN__MAX", "5");
+            jail.set_env("TESSERA_LIMITS__LOGIN__WINDOW_SECS", "10");
+            jail.set_env("TESSERA_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.limits.login,
+                WindowLimit {
+                    max: 5,
+                    window_secs: 10
+                }
+            );
+            assert_eq!(
+                s.server.trusted_proxies,
+                vec![Cidr::parse("10.0.0.0/8").unwrap()]
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_LIMITS__FAILURE_BUDGET", "0");
+            assert!(Settings::load(None).is_err());
+            Ok(())
+        });
     }
 }

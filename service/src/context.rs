@@ -17,7 +17,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::mail::Mailer;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
-use crate::users::User;
+use crate::users::{PendingRegistrations, User};
 
 /// Who made a request, for sessions and the audit log.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +25,13 @@ pub struct RequestMeta {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+}
+
+impl RequestMeta {
+    /// The client's address, when the request carried one that parses.
+    pub fn ip_addr(&self) -> Option<std::net::IpAddr> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
 }
 
 #[derive(Clone)]
@@ -39,11 +46,13 @@ pub struct AppContext {
     pub mailer: Arc<Mailer>,
     /// Work that runs after the answer: mail over SMTP, password-reset requests.
     pub background: Arc<Background>,
-    /// The time expiries are judged by; tests move it (see [`Clock`]).
-    pub clock: Arc<Clock>,
     /// The base of links in mail; set once the server knows its port (see
     /// [`crate::config::ServerSettings::public_base_url`]).
     pub public_url: Arc<OnceLock<String>>,
+    /// The time limits, grace periods and mailed tokens' expiries are judged by (see [`Clock`]).
+    pub clock: Arc<Clock>,
+    /// Registrations running on this instance, by address (see [`PendingRegistrations`]).
+    pub registering: Arc<PendingRegistrations>,
 }
 
 impl AppContext {
@@ -81,8 +90,9 @@ impl AppContext {
             authz: Arc::new(Authz::new(policy)),
             mailer: Arc::new(mailer),
             background: Arc::new(Background::new(MAX_BACKGROUND_TASKS)),
-            clock: Arc::new(Clock::default()),
             public_url: Arc::new(OnceLock::new()),
+            clock: Arc::new(Clock::default()),
+            registering: Arc::new(PendingRegistrations::default()),
         })
     }
 }

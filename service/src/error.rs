@@ -42,6 +42,9 @@ pub enum ServiceError {
     VersionMismatch,
     #[error("precondition required")]
     PreconditionRequired,
+    /// Too many attempts (per client or per account); retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
     #[error("overloaded")]
     Overloaded { retry_after_secs: u64 },
     #[error("database unavailable")]

@@ -10,6 +10,7 @@ pub mod context;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod limits;
 pub mod mail;
 pub mod one_time_tokens;
 pub mod paging;

@@ -10,6 +10,8 @@
 //! runtime in between; a queued job whose request has gone away is dropped unhashed, and one that
 //! waited longer than `queue_timeout_ms` is refused.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,6 +60,9 @@ pub struct PasswordHasher {
     /// Verifications admitted (running, queued, or doing their database lookup first).
     admitted: Arc<AtomicUsize>,
     admit_limit: usize,
+    /// Places each client (IP, IPv6 /64) holds among the admitted; at most `per_client`.
+    clients: ClientShares,
+    per_client: usize,
     queue_timeout: Duration,
     dummy_hash: String,
     /// Hashes computed so far (skipped and refused jobs do not count).
@@ -165,12 +170,31 @@ fn run_work(hasher: &mut Hasher, work: Work, ceiling: &Params) -> ServiceResult<
     }
 }
 
-/// A reserved place in the hashing pool; released when dropped.
-pub struct HashSlot(Arc<AtomicUsize>);
+/// Places each client holds in the pool (see [`PasswordHasher::reserve_for`]).
+type ClientShares = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// A reserved place in the hashing pool (and in its client's share); released when dropped.
+pub struct HashSlot {
+    admitted: Arc<AtomicUsize>,
+    client: Option<(ClientShares, IpAddr)>,
+}
 
 impl Drop for HashSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+        if let Some((shares, client)) = &self.client {
+            release_share(shares, *client);
+        }
+    }
+}
+
+fn release_share(shares: &ClientShares, client: IpAddr) {
+    let mut shares = shares.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(held) = shares.get_mut(&client) {
+        *held -= 1;
+        if *held == 0 {
+            shares.remove(&client);
+        }
     }
 }
 
@@ -221,6 +245,8 @@ impl PasswordHasher {
             queue_limit: concurrency + settings.max_queue,
             admitted: Arc::new(AtomicUsize::new(0)),
             admit_limit: concurrency + settings.max_queue,
+            clients: Arc::new(Mutex::new(HashMap::new())),
+            per_client: settings.max_queued_per_client.max(1),
             queue_timeout,
             dummy_hash,
             hashed,
@@ -251,11 +277,35 @@ impl PasswordHasher {
     /// as the pool takes. Admitting before any other work means overload is refused before it
     /// costs a database query, without holding a hashing thread idle during that query.
     pub fn reserve(&self) -> ServiceResult<HashSlot> {
+        self.reserve_for(None)
+    }
+
+    /// [`Self::reserve`] on behalf of the client at `client`, which may hold at most
+    /// `password.max_queued_per_client` places at once: beyond that it gets 429 at once, so one
+    /// client flooding the pool leaves the rest of the queue to everyone else.
+    pub fn reserve_for(&self, client: Option<IpAddr>) -> ServiceResult<HashSlot> {
+        let client = client.map(crate::limits::client_key);
+        if let Some(client) = client {
+            let mut shares = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let held = shares.entry(client).or_insert(0);
+            if *held >= self.per_client {
+                return Err(ServiceError::RateLimited {
+                    retry_after_secs: 1,
+                });
+            }
+            *held += 1;
+        }
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.admit_limit {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
+            if let Some(client) = client {
+                release_share(&self.clients, client);
+            }
             return Err(overloaded());
         }
-        Ok(HashSlot(self.admitted.clone()))
+        Ok(HashSlot {
+            admitted: self.admitted.clone(),
+            client: client.map(|c| (self.clients.clone(), c)),
+        })
     }
 
     /// [`Self::verify`] in a slot reserved earlier.

@@ -81,7 +81,20 @@ impl UserService {
         meta: &RequestMeta,
         new: NewUser,
     ) -> ServiceResult<User> {
+        // Cheap refusals before any hashing: this client's registration rate, an address that
+        // is taken, and (within this instance) a registration of the same address already
+        // running, which is waited for and then decides the answer here too.
+        let client = meta.ip_addr();
+        if let Some(ip) = client {
+            crate::limits::ip_attempt(ctx, crate::limits::IpAction::Register, ip).await?;
+        }
+        let _pending = ctx.registering.acquire(new.email.as_str()).await;
+        if Self::email_taken(&ctx.db, &new.email).await? {
+            return Err(ServiceError::Conflict("email_taken"));
+        }
+        let slot = ctx.hasher.reserve_for(client)?;
         let password_hash = ctx.hasher.hash(&new.password).await?;
+        drop(slot);
         let now = Utc::now();
         let id = Uuid::now_v7();
         let txn = crate::db::begin_write(&ctx.db).await?;
@@ -148,6 +161,18 @@ impl UserService {
         let user = Self::get(&ctx.db, id).await?;
         ctx.users.put_read(&user, read_started);
         Ok(user)
+    }
+
+    /// Whether any account, deleted or not, holds `email` (the column is unique over all rows).
+    async fn email_taken(conn: &impl ConnectionTrait, email: &Email) -> ServiceResult<bool> {
+        let found = users::Entity::find()
+            .select_only()
+            .column(users::Column::Id)
+            .filter(users::Column::Email.eq(email.as_str()))
+            .into_tuple::<Uuid>()
+            .one(conn)
+            .await?;
+        Ok(found.is_some())
     }
 
     pub async fn find_by_email(
@@ -232,12 +257,20 @@ impl UserService {
         current: &SecretString,
         new: Password,
     ) -> ServiceResult<()> {
+        // Cheapest refusals first: a revoked session, then the account's budget (the same one
+        // sign-in spends), and only then a hash.
+        crate::sessions::SessionService::ensure_live(&ctx.db, principal).await?;
         let user = Self::get(&ctx.db, principal.user_id).await?;
-        match ctx
-            .hasher
-            .verify(current, Some(&user.password_hash))
-            .await?
-        {
+        let slot = ctx.hasher.reserve_for(meta.ip_addr())?;
+        let (_, verdict) = crate::limits::secret_check(ctx, user.id, async {
+            let verdict = ctx
+                .hasher
+                .verify_in(slot, current, Some(&user.password_hash))
+                .await?;
+            Ok((matches!(verdict, Verification::Match { .. }), verdict))
+        })
+        .await?;
+        match verdict {
             Verification::Match { .. } => {}
             Verification::Mismatch => {
                 // A stolen access token must not allow silent password guessing: audit each miss.
@@ -357,5 +390,49 @@ impl UserService {
             .limit(limit)
             .all(conn)
             .await?)
+    }
+}
+
+/// Registrations in progress on this instance, one lock per address: a second registration of
+/// an address waits for the first and then sees it taken (409) without hashing, instead of
+/// queueing a hash that can only end in a unique-key violation.
+#[derive(Default)]
+pub struct PendingRegistrations {
+    locks:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while one registration of an address runs; the last holder removes the entry.
+pub struct PendingRegistration<'a> {
+    owner: &'a PendingRegistrations,
+    email: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PendingRegistrations {
+    pub async fn acquire(&self, email: &str) -> PendingRegistration<'_> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(email.to_owned()).or_default().clone()
+        };
+        PendingRegistration {
+            owner: self,
+            email: email.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for PendingRegistration<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.owner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        self.guard.take();
+        // Nobody else holds or waits for it (they clone it under this map lock): forget it.
+        if locks
+            .get(&self.email)
+            .is_some_and(|l| std::sync::Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.email);
+        }
     }
 }

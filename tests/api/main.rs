@@ -8,6 +8,7 @@ mod email_verification;
 mod errors;
 mod faults;
 mod invitations;
+mod limits;
 mod matrix;
 mod me;
 mod members;
