@@ -17,6 +17,7 @@ use crate::audit::{AuditAction, AuditEvent};
 use crate::context::{AppContext, RequestMeta};
 use crate::domain::{Email, Password};
 use crate::error::{is_unique_violation, ServiceError, ServiceResult};
+use crate::limits::IpAction;
 use crate::mail::{Mail, MailKind, Queued};
 use crate::principal::Principal;
 use crate::sessions::SessionService;
@@ -47,6 +48,15 @@ impl Purpose {
 const INVALID_VERIFICATION: ServiceError = ServiceError::InvalidToken("invalid_verification_token");
 /// The refusal of a reset link, whatever is wrong with it.
 const INVALID_RESET: ServiceError = ServiceError::InvalidToken("invalid_reset_token");
+
+/// Spends one of this client's attempts at `action` (429 `rate_limited` beyond the configured
+/// limit); a request without a parseable client address is not counted.
+async fn limit_client(ctx: &AppContext, meta: &RequestMeta, action: IpAction) -> ServiceResult<()> {
+    match meta.ip_addr() {
+        Some(ip) => crate::limits::ip_attempt(ctx, action, ip).await,
+        None => Ok(()),
+    }
+}
 
 fn new_token() -> SecretString {
     SecretString::from(URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
@@ -165,6 +175,7 @@ impl EmailVerificationService {
         meta: &RequestMeta,
         principal: &Principal,
     ) -> ServiceResult<()> {
+        limit_client(ctx, meta, IpAction::EmailVerification).await?;
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, principal).await?;
         let user = UserService::get(&txn, principal.user_id).await?;
@@ -193,6 +204,7 @@ impl EmailVerificationService {
         principal: &Principal,
         new_email: &Email,
     ) -> ServiceResult<()> {
+        limit_client(ctx, meta, IpAction::EmailVerification).await?;
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, principal).await?;
         let user = UserService::get(&txn, principal.user_id).await?;
@@ -229,6 +241,7 @@ impl EmailVerificationService {
         meta: &RequestMeta,
         token: &SecretString,
     ) -> ServiceResult<User> {
+        limit_client(ctx, meta, IpAction::EmailVerification).await?;
         let hash = hash_token(token.expose_secret());
         let now = ctx.clock.now();
         let txn = crate::db::begin_write(&ctx.db).await?;
@@ -333,9 +346,10 @@ pub struct PasswordResetService;
 impl PasswordResetService {
     /// Takes a reset request. The answer is the same whether or not an account has this address
     /// and takes the same time: the lookup, the token and the mail happen in the background
-    /// after the answer. Refused only when too much background work is pending (503, the same
-    /// for every address).
-    pub fn request(ctx: &AppContext, meta: &RequestMeta, email: Email) -> ServiceResult<()> {
+    /// after the answer. Refused only beyond this client's limit (429) or when too much background
+    /// work is pending (503): the same for every address.
+    pub async fn request(ctx: &AppContext, meta: &RequestMeta, email: Email) -> ServiceResult<()> {
+        limit_client(ctx, meta, IpAction::PasswordReset).await?;
         let (task_ctx, meta) = (ctx.clone(), meta.clone());
         ctx.background.try_spawn(async move {
             if let Err(err) = Self::issue(&task_ctx, &meta, &email).await {
@@ -407,6 +421,7 @@ impl PasswordResetService {
         token: &SecretString,
         new: Password,
     ) -> ServiceResult<()> {
+        limit_client(ctx, meta, IpAction::PasswordReset).await?;
         let hash = hash_token(token.expose_secret());
         // Cheap refusals before any hashing: the token must look usable now.
         let now = ctx.clock.now();

@@ -17,6 +17,7 @@ both_backends!(
     an_email_change_applies_once_the_new_address_is_verified,
     concurrent_uses_of_one_verification_token_succeed_once,
     operators_verify_an_address,
+    verification_is_limited_per_client,
 );
 
 /// The newest message to `email`: its kind and body.
@@ -259,4 +260,34 @@ async fn operators_verify_an_address(app: TestApp) {
         EmailVerificationService::verify_by_operator(&app.ctx.db, &nobody).await,
         Err(service::ServiceError::NotFound)
     ));
+}
+
+/// Verification attempts and requests for links share one per-client limit: 429 beyond it.
+async fn verification_is_limited_per_client(owner: TestApp) {
+    // A second server on the test's database (which `owner` keeps), with a low limit.
+    let url = owner.ctx.settings.database.url.clone();
+    let app = TestApp::spawn_with_database(&url, |s| {
+        s.limits.email_verification = service::config::WindowLimit {
+            max: 2,
+            window_secs: 60,
+        };
+    })
+    .await;
+    let user = app.user("limv").await;
+    let token = verification_token(&app, &user.email).await;
+    assert_eq!(resend(&app, &user).await.status(), StatusCode::ACCEPTED); // 1
+    assert_problem(
+        verify(&app, "guess").await, // 2
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_verification_token",
+    )
+    .await;
+    assert_problem(
+        verify(&app, &token).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    )
+    .await;
+    app.ctx.clock.advance(Duration::seconds(121));
+    assert_eq!(verify(&app, &token).await.status(), StatusCode::NO_CONTENT);
 }

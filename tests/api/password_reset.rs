@@ -17,6 +17,7 @@ both_backends!(
     a_reset_sets_the_password_and_ends_every_session,
     reset_links_expire_and_die_when_the_password_changes,
     concurrent_uses_of_one_reset_token_succeed_once,
+    reset_requests_are_limited_per_client,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -242,4 +243,43 @@ async fn concurrent_uses_of_one_reset_token_succeed_once(app: TestApp) {
         .filter(|a| a == "user.password_reset")
         .count();
     assert_eq!(resets, 1);
+}
+
+/// Reset requests and reset attempts share one per-client limit; beyond it, 429 with
+/// `Retry-After`, whatever address or token the request names.
+async fn reset_requests_are_limited_per_client(owner: TestApp) {
+    // A second server on the test's database (which `owner` keeps), with a low limit.
+    let url = owner.ctx.settings.database.url.clone();
+    let app = TestApp::spawn_with_database(&url, |s| {
+        s.limits.password_reset = service::config::WindowLimit {
+            max: 3,
+            window_secs: 60,
+        };
+    })
+    .await;
+    let user = app.user("lim").await;
+    let token = reset_token(&app, &user).await; // 1
+    assert_eq!(
+        forgot(&app, "x@example.com").await.status(),
+        StatusCode::ACCEPTED
+    ); // 2
+    assert_problem(
+        reset(&app, "nonsense", NEW_PASSWORD).await, // 3
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_reset_token",
+    )
+    .await;
+    for res in [
+        forgot(&app, &user.email).await,
+        reset(&app, &token, NEW_PASSWORD).await,
+    ] {
+        assert!(res.headers().contains_key("retry-after"));
+        assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    }
+    // Once the windows have passed, the same link works.
+    app.ctx.clock.advance(Duration::seconds(121));
+    assert_eq!(
+        reset(&app, &token, NEW_PASSWORD).await.status(),
+        StatusCode::NO_CONTENT
+    );
 }

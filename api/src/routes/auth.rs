@@ -159,6 +159,7 @@ pub async fn logout(
         (status = 204, description = "The address is verified (and is now the account's, for a change)"),
         (status = 409, description = "Another account took the new address meanwhile (`email_taken`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown, used or expired token, or one for an address the account no longer has (`invalid_verification_token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/email/verify")]
@@ -182,6 +183,7 @@ pub async fn verify_email(
         (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The address is verified already (`email_already_verified`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/email/resend")]
@@ -204,6 +206,7 @@ pub async fn resend_verification(
     responses(
         (status = 202, description = "Taken; a link goes out if an active account has this address"),
         (status = 422, description = "Malformed email", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/password/forgot")]
@@ -213,7 +216,7 @@ pub async fn forgot_password(
     body: web::Json<ForgotPasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email)?;
-    PasswordResetService::request(&ctx, &meta.0, email)?;
+    PasswordResetService::request(&ctx, &meta.0, email).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -228,6 +231,7 @@ pub async fn forgot_password(
         (status = 204, description = "Password set; every session revoked"),
         (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown, used or expired token, or one issued before the password last changed (`invalid_reset_token`); or a new password the policy rejects (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/password/reset")]

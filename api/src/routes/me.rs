@@ -133,6 +133,7 @@ pub async fn change_password(
         (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another account has this address (`email_taken`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Malformed address, or already yours (`email_unchanged`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/me/email")]
