@@ -98,6 +98,8 @@ enum AdminAction {
     EnableUser { email: String },
     /// Mark a user's current email address verified.
     VerifyEmail { email: String },
+    /// Re-encrypt every TOTP secret with the first key of mfa.keys (after adding a new key first).
+    RotateMfaKeys,
 }
 
 #[derive(Subcommand)]
@@ -194,6 +196,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let (email, status) = match &action {
                 AdminAction::DisableUser { email } => (email, service::users::UserStatus::Disabled),
                 AdminAction::EnableUser { email } => (email, service::users::UserStatus::Active),
+                AdminAction::RotateMfaKeys => {
+                    let keys = service::mfa::SecretBox::load(&settings)?.ok_or(
+                        "configure mfa.keys first: the new key first, the old ones after it",
+                    )?;
+                    let rotated = service::mfa::MfaService::rotate_keys(&db, &keys).await?;
+                    println!(
+                        "{rotated} TOTP secret(s) re-encrypted with key {}",
+                        keys.active_id()
+                    );
+                    return Ok(());
+                }
                 AdminAction::VerifyEmail { email } => {
                     let email = service::domain::Email::parse(email)?;
                     let changed =

@@ -13,6 +13,7 @@ mod m20261203_000006_partial_audit_org_index;
 mod m20261206_000007_reshape_tenancy;
 mod m20261206_000008_limits;
 mod m20261206_000009_create_one_time_tokens;
+mod m20261206_000011_create_mfa;
 
 pub use m20261206_000007_reshape_tenancy::{builtin_role_id, SHIPPED_BUILTIN_ROLES};
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_reshape_tenancy::Migration),
             Box::new(m20261206_000008_limits::Migration),
             Box::new(m20261206_000009_create_one_time_tokens::Migration),
+            Box::new(m20261206_000011_create_mfa::Migration),
         ]
     }
 }

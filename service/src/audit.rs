@@ -61,6 +61,10 @@ pub enum AuditAction {
     EmailChanged,
     PasswordResetRequested,
     PasswordReset,
+    MfaEnrollmentStarted,
+    MfaEnabled,
+    MfaDisabled,
+    MfaCodeRejected,
 }
 
 impl AuditAction {
@@ -102,6 +106,10 @@ impl AuditAction {
             Self::EmailChanged => "user.email_changed",
             Self::PasswordResetRequested => "user.password_reset_requested",
             Self::PasswordReset => "user.password_reset",
+            Self::MfaEnrollmentStarted => "user.mfa_enrollment_started",
+            Self::MfaEnabled => "user.mfa_enabled",
+            Self::MfaDisabled => "user.mfa_disabled",
+            Self::MfaCodeRejected => "auth.mfa_code_rejected",
         }
     }
 }

@@ -28,6 +28,7 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub mfa: MfaSettings,
     pub policy: PolicySettings,
     pub mail: MailSettings,
     pub limits: LimitsSettings,
@@ -47,6 +48,7 @@ impl Default for Settings {
             policy: PolicySettings::default(),
             mail: MailSettings::default(),
             limits: LimitsSettings::default(),
+            mfa: MfaSettings::default(),
         }
     }
 }
@@ -316,7 +318,7 @@ pub enum ConfigError {
 }
 
 /// Top-level keys of [`Settings`], the only ones read from `TESSERA_*` variables.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "cache",
     "environment",
     "data_dir",
@@ -328,6 +330,7 @@ const SECTIONS: [&str; 11] = [
     "policy",
     "mail",
     "limits",
+    "mfa",
 ];
 
 impl Settings {
@@ -413,7 +416,10 @@ impl Settings {
             ));
         }
         let a = &self.auth;
-        if a.email_verification_ttl_secs <= 0 || a.password_reset_ttl_secs <= 0 {
+        if a.email_verification_ttl_secs <= 0
+            || a.password_reset_ttl_secs <= 0
+            || self.mfa.challenge_ttl_secs <= 0
+        {
             return Err(ConfigError::Invalid(
                 "token lifetimes must be positive".into(),
             ));
@@ -882,5 +888,30 @@ mod cidr_tests {
             assert!(Settings::load(None).is_err());
             Ok(())
         });
+    }
+}
+
+/// Second factors (TOTP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfaSettings {
+    /// Keys that encrypt TOTP secrets at rest, each `"<id>:<base64 of 32 random bytes>"`
+    /// (`openssl rand -base64 32`). The first encrypts; the others only decrypt, so a key is
+    /// rotated by putting a new one first and running `tessera admin rotate-mfa-keys`. Without
+    /// any, development and test generate one into `data_dir`; production cannot enroll factors.
+    pub keys: Vec<SecretString>,
+    /// The issuer shown by authenticator apps.
+    pub issuer: String,
+    /// How long a sign-in waits for its second factor.
+    pub challenge_ttl_secs: i64,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            issuer: "Tessera".into(),
+            challenge_ttl_secs: 300,
+        }
     }
 }

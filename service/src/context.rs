@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::{ServiceError, ServiceResult};
 use crate::mail::Mailer;
+use crate::mfa::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
 use crate::users::{PendingRegistrations, User};
@@ -51,6 +52,8 @@ pub struct AppContext {
     pub public_url: Arc<OnceLock<String>>,
     /// The time limits, grace periods and mailed tokens' expiries are judged by (see [`Clock`]).
     pub clock: Arc<Clock>,
+    /// The keys of TOTP secrets at rest; `None` in production without `mfa.keys`.
+    pub mfa_keys: Option<Arc<SecretBox>>,
     /// Registrations running on this instance, by address (see [`PendingRegistrations`]).
     pub registering: Arc<PendingRegistrations>,
 }
@@ -76,6 +79,7 @@ impl AppContext {
             ServiceError::unexpected_msg(format!("invalid policy:\n{}", lines.join("\n")))
         })?;
         let mailer = Mailer::new(settings.mail.clone())?;
+        let mfa_keys = SecretBox::load(&settings)?.map(Arc::new);
         let users = UserCache::new(
             Duration::from_millis(settings.cache.user_ttl_ms),
             settings.cache.user_capacity,
@@ -92,6 +96,7 @@ impl AppContext {
             background: Arc::new(Background::new(MAX_BACKGROUND_TASKS)),
             public_url: Arc::new(OnceLock::new()),
             clock: Arc::new(Clock::default()),
+            mfa_keys,
             registering: Arc::new(PendingRegistrations::default()),
         })
     }

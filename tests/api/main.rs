@@ -12,6 +12,7 @@ mod limits;
 mod matrix;
 mod me;
 mod members;
+mod mfa;
 mod migrations;
 mod openapi;
 mod ops;

@@ -61,7 +61,7 @@ async fn round_trip(backend: Backend) {
         .is_empty());
     assert_eq!(
         table_count(&db).await,
-        15,
+        18,
         "every table of the data model so far"
     );
     Migrator::down(&db, Some(total as u32)).await.unwrap();
@@ -75,10 +75,24 @@ async fn round_trip(backend: Backend) {
         total
     );
     Migrator::up(&db, None).await.unwrap();
+    assert_eq!(table_count(&db).await, 18);
+
+    // MFA's down drops its three tables and the organizations' require_mfa column; up puts
+    // them back.
+    Migrator::down(&db, Some(1)).await.unwrap();
     assert_eq!(table_count(&db).await, 15);
+    assert!(db
+        .execute_unprepared("SELECT require_mfa FROM organizations")
+        .await
+        .is_err());
+    Migrator::up(&db, None).await.unwrap();
+    assert!(db
+        .execute_unprepared("SELECT require_mfa FROM organizations")
+        .await
+        .is_ok());
 
     // The one-time tokens' down drops their table; up creates it again.
-    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::down(&db, Some(2)).await.unwrap();
     assert_eq!(table_count(&db).await, 14);
     assert!(db
         .execute_unprepared("SELECT count(*) FROM one_time_tokens")
@@ -90,9 +104,9 @@ async fn round_trip(backend: Backend) {
         .await
         .is_ok());
 
-    // The tenancy reshape's down (after the limits' and the one-time tokens') restores the
-    // earlier tables (casbin_rule among them) and its up replaces them again.
-    Migrator::down(&db, Some(3)).await.unwrap();
+    // The tenancy reshape's down (after MFA's, the one-time tokens' and the limits') restores
+    // the earlier tables (casbin_rule among them) and its up replaces them again.
+    Migrator::down(&db, Some(4)).await.unwrap();
     assert_eq!(
         table_count(&db).await,
         12,
@@ -130,7 +144,7 @@ async fn round_trip(backend: Backend) {
         "{}",
         audit_org_index(&db).await
     );
-    Migrator::down(&db, Some(4)).await.unwrap();
+    Migrator::down(&db, Some(5)).await.unwrap();
     assert!(
         !partial(&audit_org_index(&db).await),
         "{}",

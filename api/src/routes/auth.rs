@@ -10,11 +10,12 @@ use service::{AppContext, ServiceError};
 /// Matches `maxLength` of `LoginRequest.password`.
 const MAX_LOGIN_PASSWORD_CHARS: usize = 1024;
 
+use service::mfa::{MfaCode, MfaService};
 use service::one_time_tokens::{EmailVerificationService, PasswordResetService};
 
 use crate::dto::{
-    ForgotPasswordRequest, LoginRequest, RefreshRequest, RegisterRequest, ResetPasswordRequest,
-    TokenPair, TokenRequest, UserResponse,
+    ForgotPasswordRequest, LoginRequest, LoginResponse, MfaVerifyRequest, RefreshRequest,
+    RegisterRequest, ResetPasswordRequest, TokenPair, TokenRequest, UserResponse,
 };
 use crate::error::{ApiError, Problem};
 use crate::request_context::{Authenticated, ClientMeta};
@@ -58,11 +59,13 @@ pub async fn register(
 /// Sign in with email and password.
 ///
 /// Starts a new session. Wrong password and unknown email get the same answer in the same time.
+/// An account with a second factor gets `{mfa_required, challenge}` instead: the session opens
+/// with `POST /v1/auth/mfa/verify`.
 #[utoipa::path(
     extensions(("x-required-permission" = json!("public"))),
     tag = "auth",
     responses(
-        (status = 200, description = "Signed in", body = TokenPair, links(
+        (status = 200, description = "Signed in (a token pair), or a second factor is needed (`mfa_required`)", body = LoginResponse, links(
             ("refresh" = (
                 operation_id = "refresh",
                 request_body = json!({"refresh_token": "$response.body#/refresh_token"}),
@@ -90,8 +93,8 @@ pub async fn login(
         )
         .into());
     }
-    let tokens = AuthService::login(&ctx, &meta.0, &email, &body.password).await?;
-    Ok(no_store(HttpResponse::Ok()).json(TokenPair::from(tokens)))
+    let outcome = AuthService::login(&ctx, &meta.0, &email, &body.password).await?;
+    Ok(no_store(HttpResponse::Ok()).json(LoginResponse::from(outcome)))
 }
 
 /// Exchange a refresh token for a new token pair.
@@ -244,6 +247,33 @@ pub async fn reset_password(
     let new = Password::parse(&body.new_password, "new_password")?;
     PasswordResetService::reset(&ctx, &meta.0, &body.token, new).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Complete a sign-in with a second factor.
+///
+/// `code` is the 6 digits from the authenticator app or a recovery code; each is accepted once.
+/// A wrong code leaves the challenge usable until it expires (5 minutes by default), within the
+/// account's budget of failed checks.
+#[utoipa::path(
+    extensions(("x-required-permission" = json!("public"))),
+    tag = "auth",
+    responses(
+        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 401, description = "Unknown, used or expired challenge (`invalid_mfa_challenge`), or a wrong or already used code (`invalid_mfa_code`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a code (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The account's budget of failed checks is spent (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/mfa/verify")]
+pub async fn verify_mfa(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    body: web::Json<MfaVerifyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let code = MfaCode::parse(&body.code)?;
+    let tokens = MfaService::verify(&ctx, &meta.0, &body.challenge, &code).await?;
+    Ok(no_store(HttpResponse::Ok()).json(TokenPair::from(tokens)))
 }
 
 /// Token responses must not be cached by anything on the way.

@@ -133,6 +133,7 @@ impl OrgService {
             name: Set(new.name.into_inner()),
             version: Set(1),
             authz_version: Set(0),
+            require_mfa: Set(false),
             created_at: Set(now),
             updated_at: Set(now),
             deleted_at: Set(None),
