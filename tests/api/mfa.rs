@@ -18,6 +18,7 @@ both_backends!(
     challenges_expire_and_survive_wrong_codes,
     wrong_codes_spend_the_account_budget,
     secrets_are_encrypted_and_their_key_rotates,
+    an_organization_can_require_mfa_of_its_members,
 );
 
 /// The code the app shows for `secret` at the server's time, `steps` × 30 s from now.
@@ -403,4 +404,65 @@ async fn secrets_are_encrypted_and_their_key_rotates(owner: TestApp) {
             .status(),
         StatusCode::OK
     );
+}
+
+async fn an_organization_can_require_mfa_of_its_members(app: TestApp) {
+    let owner = app.user("boss").await;
+    let org = app.create_org(&owner, "mfa-only").await;
+    let member = crate::invitations::join(&app, &owner, org, "staff", "member", None).await;
+    let older_session = app.sign_in(&member).await;
+    let outsider = app.user("outsider").await;
+    let path = format!("/v1/orgs/{org}");
+    let require = |version: i64| {
+        let token = owner.access_token.clone();
+        let path = path.clone();
+        let app = &app;
+        async move {
+            app.call(
+                reqwest::Method::PATCH,
+                &path,
+                &token,
+                Some(&json!({ "require_mfa": true, "version": version })),
+            )
+            .await
+        }
+    };
+    // Requiring it needs a session signed in with a second factor.
+    assert_problem(require(1).await, StatusCode::FORBIDDEN, "mfa_required").await;
+    enable_mfa(&app, &owner).await; // confirming marks the current session
+    let (status, body) = json(require(1).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["require_mfa"], true);
+
+    // A member without it may do nothing there; an outsider still sees nothing.
+    assert_problem(
+        app.get_authed(&path, &member.access_token).await,
+        StatusCode::FORBIDDEN,
+        "mfa_required",
+    )
+    .await;
+    assert_problem(
+        app.get_authed(&path, &outsider.access_token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let (secret, _) = enable_mfa(&app, &member).await;
+    assert_eq!(
+        app.get_authed(&path, &member.access_token).await.status(),
+        StatusCode::OK
+    );
+    // A new sign-in counts once its code is accepted.
+    let c = challenge(&app, &member).await;
+    let (status, body) = json(verify(&app, &c, &code_at(&app, &secret, 0)).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let access = body["access_token"].as_str().expect("access");
+    assert_eq!(app.get_authed(&path, access).await.status(), StatusCode::OK);
+    // Another session of the member, opened with the password alone before MFA, does not.
+    assert_problem(
+        app.get_authed(&path, &older_session.access_token).await,
+        StatusCode::FORBIDDEN,
+        "mfa_required",
+    )
+    .await;
 }
