@@ -296,15 +296,25 @@ pub struct MfaVerifyRequest {
     #[schema(value_type = String, min_length = 1, max_length = 256)]
     pub challenge: SecretString,
     /// The 6 digits from the authenticator app, or a recovery code (`xxxxx-xxxxx`).
-    #[schema(value_type = String, min_length = 6, max_length = 32, example = "123456")]
+    #[schema(value_type = String, example = "123456", pattern = r"^(?:[0-9]{3} ?[0-9]{3}|[a-km-np-zA-KM-NP-Z2-9]{5}-?[a-km-np-zA-KM-NP-Z2-9]{5})$")]
     pub code: SecretString,
 }
 
+/// A code from the authenticator app or a recovery code (to turn MFA off).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MfaCodeRequest {
-    /// The 6 digits from the authenticator app (disabling also takes a recovery code).
-    #[schema(value_type = String, min_length = 6, max_length = 32, example = "123456")]
+    /// The 6 digits from the authenticator app, or a recovery code (`xxxxx-xxxxx`).
+    #[schema(value_type = String, example = "123456", pattern = r"^(?:[0-9]{3} ?[0-9]{3}|[a-km-np-zA-KM-NP-Z2-9]{5}-?[a-km-np-zA-KM-NP-Z2-9]{5})$")]
+    pub code: SecretString,
+}
+
+/// A code from the authenticator app (to confirm an enrollment).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCodeRequest {
+    /// The 6 digits the authenticator app shows.
+    #[schema(value_type = String, example = "123456", pattern = r"^[0-9]{3} ?[0-9]{3}$")]
     pub code: SecretString,
 }
 

@@ -730,25 +730,29 @@ pub fn mask(ip: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
 
 /// At most `max` attempts per client in `window_secs`, judged over the current and the previous
 /// aligned window together (see `service::limits`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowLimit {
     pub max: u32,
     pub window_secs: u32,
 }
 
-/// Brute-force protection and rate limits (`[limits]`), kept in the database.
+/// Brute-force protection and rate limits (`[limits]`), kept in the database. Flat keys, so that
+/// one of them can be set alone (`TESSERA_LIMITS__LOGIN_MAX=100`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsSettings {
-    /// Sign-in attempts per client IP.
-    pub login: WindowLimit,
-    /// Registrations per client IP.
-    pub register: WindowLimit,
-    /// Password-reset requests per client IP.
-    pub password_reset: WindowLimit,
-    /// Email-verification requests (verify and resend) per client IP.
-    pub email_verification: WindowLimit,
+    /// Sign-in attempts per client IP per window.
+    pub login_max: u32,
+    pub login_window_secs: u32,
+    /// Registrations per client IP per window.
+    pub register_max: u32,
+    pub register_window_secs: u32,
+    /// Password-reset requests per client IP per window.
+    pub password_reset_max: u32,
+    pub password_reset_window_secs: u32,
+    /// Email-verification requests (verify and resend) per client IP per window.
+    pub email_verification_max: u32,
+    pub email_verification_window_secs: u32,
     /// Failed password or MFA-code checks in a row an account may have before each further
     /// check waits.
     pub free_failures: u32,
@@ -764,22 +768,14 @@ pub struct LimitsSettings {
 impl Default for LimitsSettings {
     fn default() -> Self {
         Self {
-            login: WindowLimit {
-                max: 60,
-                window_secs: 60,
-            },
-            register: WindowLimit {
-                max: 20,
-                window_secs: 3600,
-            },
-            password_reset: WindowLimit {
-                max: 10,
-                window_secs: 3600,
-            },
-            email_verification: WindowLimit {
-                max: 20,
-                window_secs: 3600,
-            },
+            login_max: 60,
+            login_window_secs: 60,
+            register_max: 20,
+            register_window_secs: 3600,
+            password_reset_max: 10,
+            password_reset_window_secs: 3600,
+            email_verification_max: 20,
+            email_verification_window_secs: 3600,
             free_failures: 5,
             first_delay_secs: 1,
             max_delay_secs: 15 * 60,
@@ -790,32 +786,57 @@ impl Default for LimitsSettings {
 }
 
 impl LimitsSettings {
+    pub fn login(&self) -> WindowLimit {
+        WindowLimit {
+            max: self.login_max,
+            window_secs: self.login_window_secs,
+        }
+    }
+
+    pub fn register(&self) -> WindowLimit {
+        WindowLimit {
+            max: self.register_max,
+            window_secs: self.register_window_secs,
+        }
+    }
+
+    pub fn password_reset(&self) -> WindowLimit {
+        WindowLimit {
+            max: self.password_reset_max,
+            window_secs: self.password_reset_window_secs,
+        }
+    }
+
+    pub fn email_verification(&self) -> WindowLimit {
+        WindowLimit {
+            max: self.email_verification_max,
+            window_secs: self.email_verification_window_secs,
+        }
+    }
+
     /// The defaults with every per-client limit raised out of reach (the per-account budget
     /// stays): for the test suite, where every client is 127.0.0.1.
     pub fn unlimited_per_client() -> Self {
-        let unlimited = WindowLimit {
-            max: 1_000_000,
-            window_secs: 60,
-        };
+        const UNLIMITED: u32 = 1_000_000_000;
         Self {
-            login: unlimited,
-            register: unlimited,
-            password_reset: unlimited,
-            email_verification: unlimited,
+            login_max: UNLIMITED,
+            register_max: UNLIMITED,
+            password_reset_max: UNLIMITED,
+            email_verification_max: UNLIMITED,
             ..Self::default()
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         for (name, limit) in [
-            ("login", self.login),
-            ("register", self.register),
-            ("password_reset", self.password_reset),
-            ("email_verification", self.email_verification),
+            ("login", self.login()),
+            ("register", self.register()),
+            ("password_reset", self.password_reset()),
+            ("email_verification", self.email_verification()),
         ] {
             if limit.max == 0 || limit.max > 1_000_000_000 || limit.window_secs == 0 {
                 return Err(ConfigError::Invalid(format!(
-                    "limits.{name}: max and window_secs must be positive"
+                    "limits.{name}_max must be 1 to 1000000000 and limits.{name}_window_secs positive"
                 )));
             }
         }
@@ -828,7 +849,7 @@ impl LimitsSettings {
             || self.failure_window_secs == 0
         {
             return Err(ConfigError::Invalid(
-                "limits: free_failures, first_delay_secs, failure_budget and failure_window_secs must be positive, and first_delay_secs <= max_delay_secs <= 86400".into(),
+                "limits: free_failures, first_delay_secs, failure_budget (at most 1000000000) and failure_window_secs must be positive, and first_delay_secs <= max_delay_secs <= 86400".into(),
             ));
         }
         Ok(())
@@ -866,15 +887,14 @@ mod cidr_tests {
     #[test]
     fn limits_come_from_the_environment_and_are_checked() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("TESSERA_LIMITS__LOGIN__MAX", "5");
-            jail.set_env("TESSERA_LIMITS__LOGIN__WINDOW_SECS", "10");
+            jail.set_env("TESSERA_LIMITS__LOGIN_MAX", "5");
             jail.set_env("TESSERA_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]");
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(
-                s.limits.login,
+                s.limits.login(),
                 WindowLimit {
                     max: 5,
-                    window_secs: 10
+                    window_secs: 60
                 }
             );
             assert_eq!(

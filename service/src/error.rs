@@ -31,7 +31,7 @@ pub enum ServiceError {
     #[error("forbidden: {0}")]
     Denied(&'static str),
     /// A mailed token (verification, reset) that is unknown, used, expired or no longer valid;
-    /// one answer for all of these, named by a stable code.
+    /// one answer for all of these (401, like a spent refresh token), named by a stable code.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
     #[error("not found")]

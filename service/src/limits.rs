@@ -48,10 +48,10 @@ impl IpAction {
     fn limit(self, ctx: &AppContext) -> WindowLimit {
         let l = &ctx.settings.limits;
         match self {
-            IpAction::Login => l.login,
-            IpAction::Register => l.register,
-            IpAction::PasswordReset => l.password_reset,
-            IpAction::EmailVerification => l.email_verification,
+            IpAction::Login => l.login(),
+            IpAction::Register => l.register(),
+            IpAction::PasswordReset => l.password_reset(),
+            IpAction::EmailVerification => l.email_verification(),
         }
     }
 }

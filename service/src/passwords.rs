@@ -388,6 +388,32 @@ mod tests {
         Password::parse(&SecretString::from(s.to_owned()), "password").unwrap()
     }
 
+    #[test]
+    fn one_client_holds_at_most_its_share_of_the_pool() {
+        let h = PasswordHasher::new(&PasswordSettings {
+            max_queued_per_client: 2,
+            ..cheap()
+        })
+        .unwrap();
+        let flooder: IpAddr = "203.0.113.9".parse().unwrap();
+        let neighbour: IpAddr = "2001:db8:1:2::7".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2::8".parse().unwrap();
+        let a = h.reserve_for(Some(flooder)).unwrap();
+        let _b = h.reserve_for(Some(flooder)).unwrap();
+        assert!(matches!(
+            h.reserve_for(Some(flooder)),
+            Err(ServiceError::RateLimited { .. })
+        ));
+        // Others still get in; an IPv6 /64 is one client.
+        let _c = h.reserve_for(Some(neighbour)).unwrap();
+        let _d = h.reserve_for(Some(same_64)).unwrap();
+        assert!(h.reserve_for(Some(neighbour)).is_err());
+        let _e = h.reserve_for(None).unwrap();
+        // A finished request gives its place back.
+        drop(a);
+        let _f = h.reserve_for(Some(flooder)).unwrap();
+    }
+
     #[tokio::test]
     async fn hash_then_verify() {
         let h = PasswordHasher::new(&cheap()).unwrap();

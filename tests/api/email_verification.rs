@@ -69,7 +69,7 @@ async fn registration_mails_a_link_that_verifies_the_address_once(app: TestApp) 
     for bad in ["", "not-a-token", &"x".repeat(300)] {
         assert_problem(
             verify(&app, bad).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNAUTHORIZED,
             "invalid_verification_token",
         )
         .await;
@@ -78,7 +78,7 @@ async fn registration_mails_a_link_that_verifies_the_address_once(app: TestApp) 
     assert_eq!(app.me(&user.access_token).await["email_verified"], true);
     assert_problem(
         verify(&app, &token).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_verification_token",
     )
     .await;
@@ -108,7 +108,7 @@ async fn resent_links_work_and_expire_by_the_clock(app: TestApp) {
     for token in [&first, &second] {
         assert_problem(
             verify(&app, token).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNAUTHORIZED,
             "invalid_verification_token",
         )
         .await;
@@ -181,7 +181,7 @@ async fn an_email_change_applies_once_the_new_address_is_verified(app: TestApp) 
     // The link for the address the account no longer has proves nothing now.
     assert_problem(
         verify(&app, &old_link).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_verification_token",
     )
     .await;
@@ -217,12 +217,7 @@ async fn concurrent_uses_of_one_verification_token_succeed_once(app: TestApp) {
         match res.status() {
             StatusCode::NO_CONTENT => ok += 1,
             _ => {
-                assert_problem(
-                    res,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_verification_token",
-                )
-                .await;
+                assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_verification_token").await;
             }
         }
     }
@@ -267,10 +262,8 @@ async fn verification_is_limited_per_client(owner: TestApp) {
     // A second server on the test's database (which `owner` keeps), with a low limit.
     let url = owner.ctx.settings.database.url.clone();
     let app = TestApp::spawn_with_database(&url, |s| {
-        s.limits.email_verification = service::config::WindowLimit {
-            max: 2,
-            window_secs: 60,
-        };
+        s.limits.email_verification_max = 2;
+        s.limits.email_verification_window_secs = 60;
     })
     .await;
     let user = app.user("limv").await;
@@ -278,7 +271,7 @@ async fn verification_is_limited_per_client(owner: TestApp) {
     assert_eq!(resend(&app, &user).await.status(), StatusCode::ACCEPTED); // 1
     assert_problem(
         verify(&app, "guess").await, // 2
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_verification_token",
     )
     .await;

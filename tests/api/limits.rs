@@ -18,6 +18,7 @@ both_backends!(
     sign_in_per_ip_limit_answers_429_with_retry_after,
     registration_per_ip_limit_and_taken_email_before_hashing,
     trusted_proxies_decide_the_client_ip,
+    concurrent_registrations_of_one_email_hash_once,
 );
 
 fn spawn_tweaked(
@@ -36,9 +37,12 @@ async fn respawn(
         sea_orm::DbBackend::Sqlite => Backend::Sqlite,
         _ => Backend::Postgres,
     };
-    spawn_tweaked(backend, tweak)
+    let app = spawn_tweaked(backend, tweak)
         .await
-        .expect("the backend was available a moment ago")
+        .expect("the backend was available a moment ago");
+    // Limits are judged by the server's clock: stopped, it moves only when a test says so.
+    app.ctx.clock.freeze();
+    app
 }
 
 async fn status_and_retry_after(res: Response) -> (StatusCode, Option<u64>, Value) {
@@ -146,6 +150,7 @@ async fn delays_grow_are_bounded_and_a_correct_password_after_them_works(app: Te
 /// The same sequence for an address nobody has and for a real account gives the same answers,
 /// byte for byte apart from the request id.
 async fn an_unknown_email_is_throttled_exactly_like_a_real_account(app: TestApp) {
+    app.ctx.clock.freeze();
     let user = app.user("known").await;
     let unknown = format!("nobody-{}", user.email);
     let mut transcripts: Vec<Vec<(StatusCode, Option<u64>, Value)>> = Vec::new();
@@ -170,6 +175,7 @@ async fn an_unknown_email_is_throttled_exactly_like_a_real_account(app: TestApp)
 /// `POST /v1/me/password` refuses a revoked session before checking anything, and spends the
 /// same per-account budget as sign-in.
 async fn change_password_checks_the_session_then_the_budget(app: TestApp) {
+    app.ctx.clock.freeze();
     let user = app.user("changer").await;
     let second = app.sign_in(&user).await;
     let hashed_before = app.ctx.hasher.hashes_computed();
@@ -219,10 +225,7 @@ async fn change_password_checks_the_session_then_the_budget(app: TestApp) {
 
 async fn sign_in_per_ip_limit_answers_429_with_retry_after(app: TestApp) {
     let app = respawn(&app, |s| {
-        s.limits.login = service::config::WindowLimit {
-            max: 3,
-            window_secs: 60,
-        };
+        s.limits.login_max = 3;
     })
     .await;
     let user = app.user("ip").await; // one sign-in spent
@@ -258,10 +261,7 @@ async fn sign_in_per_ip_limit_answers_429_with_retry_after(app: TestApp) {
 
 async fn registration_per_ip_limit_and_taken_email_before_hashing(app: TestApp) {
     let app = respawn(&app, |s| {
-        s.limits.register = service::config::WindowLimit {
-            max: 3,
-            window_secs: 3600,
-        };
+        s.limits.register_max = 3;
     })
     .await;
     let email = "first@example.com";
@@ -288,12 +288,9 @@ async fn registration_per_ip_limit_and_taken_email_before_hashing(app: TestApp) 
 }
 
 async fn trusted_proxies_decide_the_client_ip(app: TestApp) {
-    let login_limit = service::config::WindowLimit {
-        max: 2,
-        window_secs: 60,
-    };
+    let login_limit = 2;
     let behind_proxy = respawn(&app, move |s| {
-        s.limits.login = login_limit;
+        s.limits.login_max = login_limit;
         s.server.trusted_proxies = vec![service::config::Cidr::parse("127.0.0.1/32").unwrap()];
     })
     .await;
@@ -324,7 +321,7 @@ async fn trusted_proxies_decide_the_client_ip(app: TestApp) {
     );
 
     // Without trusted proxies the header is ignored: every attempt is the peer's.
-    let direct = respawn(&app, move |s| s.limits.login = login_limit).await;
+    let direct = respawn(&app, move |s| s.limits.login_max = login_limit).await;
     let mut statuses = Vec::new();
     for xff in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
         let res = direct
@@ -338,4 +335,23 @@ async fn trusted_proxies_decide_the_client_ip(app: TestApp) {
         statuses.push(res.status().as_u16());
     }
     assert_eq!(statuses, [401, 401, 429]);
+}
+
+/// 200 registrations of one address at once: one 201, 199 409s, and one hash: the others wait
+/// for the registration in progress on this instance and then see the address taken.
+async fn concurrent_registrations_of_one_email_hash_once(app: TestApp) {
+    let hashed_before = app.ctx.hasher.hashes_computed();
+    let body = json!({"email": "once@example.com", "password": PASSWORD, "display_name": "Once"});
+    let results = join_all((0..200).map(|_| app.post_json("/v1/auth/register", &body))).await;
+    let statuses: Vec<StatusCode> = results.iter().map(Response::status).collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let taken = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, taken), (1, 199), "{statuses:?}");
+    assert_eq!(app.ctx.hasher.hashes_computed() - hashed_before, 1);
 }

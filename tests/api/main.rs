@@ -20,6 +20,7 @@ mod orgs;
 mod password_reset;
 mod plans;
 mod policy_cli;
+mod refresh_grace;
 mod roles;
 mod sessions;
 mod smtp;

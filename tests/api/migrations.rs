@@ -43,6 +43,19 @@ async fn audit_org_index(db: &sea_orm::DatabaseConnection) -> String {
     .await
 }
 
+/// How many migrations `down` must undo to undo `name` (it and every later one).
+fn steps_back_to(name: &str) -> u32 {
+    let names: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let position = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no migration {name}"));
+    u32::try_from(names.len() - position).unwrap()
+}
+
 async fn round_trip(backend: Backend) {
     let Some(test_db) = TestDb::create(backend).await else {
         return;
@@ -79,7 +92,9 @@ async fn round_trip(backend: Backend) {
 
     // MFA's down drops its three tables and the organizations' require_mfa column; up puts
     // them back.
-    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::down(&db, Some(steps_back_to("m20261206_000011_create_mfa")))
+        .await
+        .unwrap();
     assert_eq!(table_count(&db).await, 15);
     assert!(db
         .execute_unprepared("SELECT require_mfa FROM organizations")
@@ -92,7 +107,12 @@ async fn round_trip(backend: Backend) {
         .is_ok());
 
     // The one-time tokens' down drops their table; up creates it again.
-    Migrator::down(&db, Some(2)).await.unwrap();
+    Migrator::down(
+        &db,
+        Some(steps_back_to("m20261206_000009_create_one_time_tokens")),
+    )
+    .await
+    .unwrap();
     assert_eq!(table_count(&db).await, 14);
     assert!(db
         .execute_unprepared("SELECT count(*) FROM one_time_tokens")
@@ -104,9 +124,31 @@ async fn round_trip(backend: Backend) {
         .await
         .is_ok());
 
-    // The tenancy reshape's down (after MFA's, the one-time tokens' and the limits') restores
-    // the earlier tables (casbin_rule among them) and its up replaces them again.
-    Migrator::down(&db, Some(4)).await.unwrap();
+    // The limits' counters: down drops both tables, up brings them back empty and working.
+    Migrator::down(&db, Some(steps_back_to("m20261206_000008_limits")))
+        .await
+        .unwrap();
+    assert_eq!(table_count(&db).await, 12);
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM secret_check_limits")
+        .await
+        .is_err());
+    Migrator::up(&db, None).await.unwrap();
+    for table in ["rate_limit_counters", "secret_check_limits"] {
+        let n: i64 = scalar(
+            &db,
+            &format!("SELECT count(*) AS v FROM {table}"),
+            &format!("SELECT count(*) AS v FROM {table}"),
+        )
+        .await;
+        assert_eq!(n, 0, "{table}");
+    }
+
+    // The tenancy reshape's down restores the earlier tables (casbin_rule among them) and its
+    // up replaces them again.
+    Migrator::down(&db, Some(steps_back_to("m20261206_000007_reshape_tenancy")))
+        .await
+        .unwrap();
     assert_eq!(
         table_count(&db).await,
         12,
@@ -144,7 +186,12 @@ async fn round_trip(backend: Backend) {
         "{}",
         audit_org_index(&db).await
     );
-    Migrator::down(&db, Some(5)).await.unwrap();
+    Migrator::down(
+        &db,
+        Some(steps_back_to("m20261203_000006_partial_audit_org_index")),
+    )
+    .await
+    .unwrap();
     assert!(
         !partial(&audit_org_index(&db).await),
         "{}",

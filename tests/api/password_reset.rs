@@ -141,7 +141,7 @@ async fn a_reset_sets_the_password_and_ends_every_session(app: TestApp) {
     );
     assert_problem(
         reset(&app, &token, "yet another passphrase").await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_reset_token",
     )
     .await;
@@ -161,7 +161,7 @@ async fn reset_links_expire_and_die_when_the_password_changes(app: TestApp) {
     app.ctx.clock.advance(Duration::seconds(ttl + 1));
     assert_problem(
         reset(&app, &token, NEW_PASSWORD).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_reset_token",
     )
     .await;
@@ -179,7 +179,7 @@ async fn reset_links_expire_and_die_when_the_password_changes(app: TestApp) {
     assert_eq!(changed.status(), StatusCode::NO_CONTENT);
     assert_problem(
         reset(&app, &token, NEW_PASSWORD).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_reset_token",
     )
     .await;
@@ -199,14 +199,14 @@ async fn reset_links_expire_and_die_when_the_password_changes(app: TestApp) {
     );
     assert_problem(
         reset(&app, &first, "another new passphrase").await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_reset_token",
     )
     .await;
     for bad in ["", "nonsense"] {
         assert_problem(
             reset(&app, bad, NEW_PASSWORD).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNAUTHORIZED,
             "invalid_reset_token",
         )
         .await;
@@ -227,7 +227,7 @@ async fn concurrent_uses_of_one_reset_token_succeed_once(app: TestApp) {
         if res.status() == StatusCode::NO_CONTENT {
             winners.push(i);
         } else {
-            assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_reset_token").await;
+            assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_reset_token").await;
         }
     }
     assert_eq!(winners.len(), 1, "exactly one use succeeds");
@@ -251,10 +251,8 @@ async fn reset_requests_are_limited_per_client(owner: TestApp) {
     // A second server on the test's database (which `owner` keeps), with a low limit.
     let url = owner.ctx.settings.database.url.clone();
     let app = TestApp::spawn_with_database(&url, |s| {
-        s.limits.password_reset = service::config::WindowLimit {
-            max: 3,
-            window_secs: 60,
-        };
+        s.limits.password_reset_max = 3;
+        s.limits.password_reset_window_secs = 60;
     })
     .await;
     let user = app.user("lim").await;
@@ -265,7 +263,7 @@ async fn reset_requests_are_limited_per_client(owner: TestApp) {
     ); // 2
     assert_problem(
         reset(&app, "nonsense", NEW_PASSWORD).await, // 3
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::UNAUTHORIZED,
         "invalid_reset_token",
     )
     .await;

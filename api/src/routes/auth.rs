@@ -29,6 +29,8 @@ use crate::validation::all_ok;
         (status = 201, description = "Account created", body = UserResponse),
         (status = 409, description = "Email already registered (`email_taken`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid email, password or display name", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this client (`rate_limited`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 #[post("/auth/register")]
@@ -58,9 +60,9 @@ pub async fn register(
 
 /// Sign in with email and password.
 ///
-/// Starts a new session. Wrong password and unknown email get the same answer in the same time.
-/// An account with a second factor gets `{mfa_required, challenge}` instead: the session opens
-/// with `POST /v1/auth/mfa/verify`.
+/// Starts a new session. Wrong password and unknown email get the same answer in the same time,
+/// and the same delays after repeated failures. An account with a second factor gets
+/// `{mfa_required, challenge}` instead: the session opens with `POST /v1/auth/mfa/verify`.
 #[utoipa::path(
     extensions(("x-required-permission" = json!("public"))),
     tag = "auth",
@@ -75,6 +77,8 @@ pub async fn register(
         (status = 401, description = "Email or password incorrect (`invalid_credentials`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Malformed email, or password longer than 1024 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many sign-ins from this client, or too many failed checks for this account: wait, then the right password works (`rate_limited`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 #[post("/auth/login")]
@@ -161,7 +165,7 @@ pub async fn logout(
     responses(
         (status = 204, description = "The address is verified (and is now the account's, for a change)"),
         (status = 409, description = "Another account took the new address meanwhile (`email_taken`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown, used or expired token, or one for an address the account no longer has (`invalid_verification_token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, used or expired token, or one for an address the account no longer has (`invalid_verification_token`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -233,7 +237,8 @@ pub async fn forgot_password(
     responses(
         (status = 204, description = "Password set; every session revoked"),
         (status = 403, description = "Account disabled (`account_disabled`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown, used or expired token, or one issued before the password last changed (`invalid_reset_token`); or a new password the policy rejects (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, used or expired token, or one issued before the password last changed (`invalid_reset_token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A new password the policy rejects (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use crate::dto::{
     ChangeEmailRequest, ChangePasswordRequest, MfaCodeRequest, RecoveryCodesResponse, RevokedCount,
-    SessionList, SessionResponse, TotpEnrollmentResponse, UpdateMeRequest, UserResponse,
+    SessionList, SessionResponse, TotpCodeRequest, TotpEnrollmentResponse, UpdateMeRequest,
+    UserResponse,
 };
 use crate::error::{ApiError, Problem};
 use crate::precondition::expected_version;
@@ -107,6 +108,8 @@ pub async fn update_me(
         (status = 403, description = "The current password is wrong (`invalid_current_password`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Changed concurrently by another request", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "New password rejected by the policy", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks for this account (`rate_limited`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 #[post("/me/password")]
@@ -200,7 +203,7 @@ pub async fn confirm_totp(
     ctx: web::Data<AppContext>,
     meta: ClientMeta,
     auth: Authenticated,
-    body: web::Json<MfaCodeRequest>,
+    body: web::Json<TotpCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let code = MfaCode::parse(&body.code)?;
     let recovery_codes = MfaService::confirm(&ctx, &meta.0, &auth.0, &code).await?;
