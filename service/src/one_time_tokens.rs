@@ -195,7 +195,7 @@ impl EmailVerificationService {
     }
 
     /// Mails a confirmation link to `new_email`; the address changes when it is opened. 409
-    /// `email_taken` when another account has that address, 422 `email_unchanged` when it is
+    /// `email_taken` when another account has that address, 409 `email_unchanged` when it is
     /// the caller's already.
     #[tracing::instrument(skip_all, fields(user_id = %principal.user_id))]
     pub async fn request_change(
@@ -209,11 +209,7 @@ impl EmailVerificationService {
         SessionService::ensure_live(&txn, principal).await?;
         let user = UserService::get(&txn, principal.user_id).await?;
         if user.email == new_email.as_str() {
-            return Err(ServiceError::validation(
-                "email",
-                "email_unchanged",
-                "this is already your email address",
-            ));
+            return Err(ServiceError::Conflict("email_unchanged"));
         }
         if UserService::find_by_email(&txn, new_email).await?.is_some() {
             return Err(ServiceError::Conflict("email_taken"));

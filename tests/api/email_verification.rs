@@ -144,13 +144,12 @@ async fn an_email_change_applies_once_the_new_address_is_verified(app: TestApp) 
         "email_taken",
     )
     .await;
-    let same = assert_problem(
+    assert_problem(
         change(&user.email.to_uppercase()).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
+        StatusCode::CONFLICT,
+        "email_unchanged",
     )
     .await;
-    assert_eq!(same["errors"][0]["code"], "email_unchanged");
     assert_problem(
         change("not an address").await,
         StatusCode::UNPROCESSABLE_ENTITY,

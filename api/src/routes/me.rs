@@ -136,8 +136,8 @@ pub async fn change_password(
         (status = 202, description = "A confirmation link is on its way to the new address"),
         (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another account has this address (`email_taken`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Malformed address, or already yours (`email_unchanged`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another account has this address (`email_taken`), or it is yours already (`email_unchanged`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed address", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
