@@ -145,6 +145,42 @@ pub struct ChangePasswordRequest {
     pub new_password: SecretString,
 }
 
+/// A token from a mailed link (`?token=…`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 256)]
+    pub token: SecretString,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotPasswordRequest {
+    #[schema(format = Email, example = "ada@example.com", max_length = 254,
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+    pub email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    /// The token from the mailed link.
+    #[schema(value_type = String, min_length = 1, max_length = 256)]
+    pub token: SecretString,
+    /// 12 to 128 characters; not a commonly used password.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    pub new_password: SecretString,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmailRequest {
+    /// The new address; it becomes yours once you open the link mailed to it.
+    #[schema(format = Email, example = "ada@example.com", max_length = 254,
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
+    pub email: String,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
@@ -218,6 +254,84 @@ impl From<IssuedTokens> for TokenPair {
             session_id: t.session_id,
         }
     }
+}
+
+/// The answer to a sign-in of an account with a second factor: no session yet.
+#[derive(Serialize, ToSchema)]
+pub struct MfaChallengeResponse {
+    /// Always `true`: send the challenge and a code to `POST /v1/auth/mfa/verify`.
+    pub mfa_required: bool,
+    /// Opaque; works until a code is accepted with it or it expires.
+    pub challenge: String,
+    /// Seconds the challenge lives.
+    pub expires_in: i64,
+}
+
+/// A sign-in's answer: the tokens of a new session, or a second-factor challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenPair),
+    MfaRequired(MfaChallengeResponse),
+}
+
+impl From<service::auth::LoginOutcome> for LoginResponse {
+    fn from(outcome: service::auth::LoginOutcome) -> Self {
+        match outcome {
+            service::auth::LoginOutcome::Tokens(tokens) => Self::Tokens(tokens.into()),
+            service::auth::LoginOutcome::MfaRequired(c) => {
+                Self::MfaRequired(MfaChallengeResponse {
+                    mfa_required: true,
+                    challenge: c.challenge.expose_secret().to_owned(),
+                    expires_in: c.expires_in,
+                })
+            }
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaVerifyRequest {
+    /// The `challenge` of the sign-in's answer.
+    #[schema(value_type = String, min_length = 1, max_length = 256)]
+    pub challenge: SecretString,
+    /// The 6 digits from the authenticator app, or a recovery code (`xxxxx-xxxxx`).
+    #[schema(value_type = String, example = "123456", pattern = r"^(?:[0-9]{3} ?[0-9]{3}|[a-km-np-zA-KM-NP-Z2-9]{5}-?[a-km-np-zA-KM-NP-Z2-9]{5})$")]
+    pub code: SecretString,
+}
+
+/// A code from the authenticator app or a recovery code (to turn MFA off).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaCodeRequest {
+    /// The 6 digits from the authenticator app, or a recovery code (`xxxxx-xxxxx`).
+    #[schema(value_type = String, example = "123456", pattern = r"^(?:[0-9]{3} ?[0-9]{3}|[a-km-np-zA-KM-NP-Z2-9]{5}-?[a-km-np-zA-KM-NP-Z2-9]{5})$")]
+    pub code: SecretString,
+}
+
+/// A code from the authenticator app (to confirm an enrollment).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCodeRequest {
+    /// The 6 digits the authenticator app shows.
+    #[schema(value_type = String, example = "123456", pattern = r"^[0-9]{3} ?[0-9]{3}$")]
+    pub code: SecretString,
+}
+
+/// A TOTP enrollment, shown once: add it to an authenticator app, then confirm with a code.
+#[derive(Serialize, ToSchema)]
+pub struct TotpEnrollmentResponse {
+    /// The shared secret, base32 (RFC 6238: SHA-1, 6 digits, 30 s).
+    pub secret: String,
+    /// `otpauth://totp/...` for a QR code.
+    pub otpauth_uri: String,
+}
+
+/// Single-use recovery codes, shown once; each replaces a code from the app one time.
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodesResponse {
+    pub recovery_codes: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]

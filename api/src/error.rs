@@ -158,6 +158,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
                 .detail("you may see this, but not do that here"),
             ServiceError::Denied(code) => Self::new(StatusCode::FORBIDDEN, code, "Forbidden"),
+            ServiceError::InvalidToken(code) => Self::unauthenticated(code)
+                .detail("the link is unknown, already used, expired or no longer valid"),
             ServiceError::NotFound => Self::not_found(),
             ServiceError::Conflict(code) => Self::new(StatusCode::CONFLICT, code, "Conflict"),
             ServiceError::VersionMismatch => Self::new(

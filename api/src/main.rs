@@ -96,6 +96,10 @@ enum AdminAction {
     DisableUser { email: String },
     /// Re-enable a disabled user.
     EnableUser { email: String },
+    /// Mark a user's current email address verified.
+    VerifyEmail { email: String },
+    /// Re-encrypt every TOTP secret with the first key of mfa.keys (after adding a new key first).
+    RotateMfaKeys,
 }
 
 #[derive(Subcommand)]
@@ -195,6 +199,32 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let (email, status) = match &action {
                 AdminAction::DisableUser { email } => (email, service::users::UserStatus::Disabled),
                 AdminAction::EnableUser { email } => (email, service::users::UserStatus::Active),
+                AdminAction::RotateMfaKeys => {
+                    let keys = service::mfa::SecretBox::load(&settings)?.ok_or(
+                        "configure mfa.keys first: the new key first, the old ones after it",
+                    )?;
+                    let rotated = service::mfa::MfaService::rotate_keys(&db, &keys).await?;
+                    println!(
+                        "{rotated} TOTP secret(s) re-encrypted with key {}",
+                        keys.active_id()
+                    );
+                    return Ok(());
+                }
+                AdminAction::VerifyEmail { email } => {
+                    let email = service::domain::Email::parse(email)?;
+                    let changed =
+                        service::one_time_tokens::EmailVerificationService::verify_by_operator(
+                            &db, &email,
+                        )
+                        .await
+                        .map_err(|e| match e {
+                            service::ServiceError::NotFound => "no such user".into(),
+                            other => Box::<dyn std::error::Error>::from(other),
+                        })?;
+                    let was = if changed { "" } else { " (it already was)" };
+                    println!("{} is now verified{was}", email.as_str());
+                    return Ok(());
+                }
             };
             let email = service::domain::Email::parse(email)?;
             let user = service::users::UserService::find_by_email(&db, &email)

@@ -22,8 +22,8 @@ use crate::routes;
     components(schemas(Problem, FieldProblem)),
     modifiers(&BearerScheme),
     tags(
-        (name = "auth", description = "Sign up, sign in, token refresh, sign out"),
-        (name = "me", description = "The signed-in user's profile, password and sessions"),
+        (name = "auth", description = "Sign up, sign in, token refresh, sign out, email verification, password reset"),
+        (name = "me", description = "The signed-in user's profile, email address, password and sessions"),
         (name = "organizations", description = "Tenants. Everything below belongs to one organization; outsiders get 404 for anything in it"),
         (name = "accounts", description = "Accounts of an organization"),
         (name = "projects", description = "Projects of an account"),

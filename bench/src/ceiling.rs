@@ -138,6 +138,7 @@ async fn refresh(
         tokens.push(
             AuthService::login(&ctx, &meta, &email, &PASSWORD.into())
                 .await?
+                .into_tokens()?
                 .refresh_token,
         );
     }
@@ -151,7 +152,10 @@ async fn refresh(
             match AuthService::refresh(&ctx, &meta, &token).await {
                 Ok(issued) => (issued.refresh_token, Ok(200)),
                 // As the HTTP chains do: a chain whose refresh failed starts a new session.
-                Err(err) => match AuthService::login(&ctx, &meta, &email, &PASSWORD.into()).await {
+                Err(err) => match AuthService::login(&ctx, &meta, &email, &PASSWORD.into())
+                    .await
+                    .and_then(service::auth::LoginOutcome::into_tokens)
+                {
                     Ok(issued) => (issued.refresh_token, Err(err.to_string())),
                     Err(_) => (token, Err(err.to_string())),
                 },

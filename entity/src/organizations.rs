@@ -12,6 +12,8 @@ pub struct Model {
     pub name: String,
     pub version: i32,
     pub authz_version: i64,
+    /// Members must sign in with a second factor to act in this organization.
+    pub require_mfa: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub deleted_at: Option<DateTimeUtc>,

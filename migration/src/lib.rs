@@ -12,7 +12,9 @@ mod m20261125_000005_create_casbin_rule;
 mod m20261203_000006_partial_audit_org_index;
 mod m20261206_000007_reshape_tenancy;
 mod m20261206_000008_limits;
+mod m20261206_000009_create_one_time_tokens;
 mod m20261206_000010_change_feed;
+mod m20261206_000011_create_mfa;
 
 pub use m20261206_000007_reshape_tenancy::{builtin_role_id, SHIPPED_BUILTIN_ROLES};
 
@@ -70,7 +72,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_partial_audit_org_index::Migration),
             Box::new(m20261206_000007_reshape_tenancy::Migration),
             Box::new(m20261206_000008_limits::Migration),
+            Box::new(m20261206_000009_create_one_time_tokens::Migration),
             Box::new(m20261206_000010_change_feed::Migration),
+            Box::new(m20261206_000011_create_mfa::Migration),
         ]
     }
 }

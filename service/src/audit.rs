@@ -57,6 +57,16 @@ pub enum AuditAction {
     RoleUnassigned,
     PolicyReloaded,
     PolicyReloadRejected,
+    EmailVerificationSent,
+    EmailVerified,
+    EmailChangeRequested,
+    EmailChanged,
+    PasswordResetRequested,
+    PasswordReset,
+    MfaEnrollmentStarted,
+    MfaEnabled,
+    MfaDisabled,
+    MfaCodeRejected,
 }
 
 impl AuditAction {
@@ -94,6 +104,16 @@ impl AuditAction {
             Self::RoleUnassigned => "role.unassigned",
             Self::PolicyReloaded => "policy.reloaded",
             Self::PolicyReloadRejected => "policy.reload_rejected",
+            Self::EmailVerificationSent => "user.email_verification_sent",
+            Self::EmailVerified => "user.email_verified",
+            Self::EmailChangeRequested => "user.email_change_requested",
+            Self::EmailChanged => "user.email_changed",
+            Self::PasswordResetRequested => "user.password_reset_requested",
+            Self::PasswordReset => "user.password_reset",
+            Self::MfaEnrollmentStarted => "user.mfa_enrollment_started",
+            Self::MfaEnabled => "user.mfa_enabled",
+            Self::MfaDisabled => "user.mfa_disabled",
+            Self::MfaCodeRejected => "auth.mfa_code_rejected",
         }
     }
 }

@@ -87,6 +87,25 @@ pub const REFRESH_POSTGRES_SQL: &str = r#"
             OR live.user_agent IS DISTINCT FROM $4) AS stale
     FROM claimed LEFT JOIN live ON true"#;
 
+/// What a sign-in with the right password leads to.
+pub enum LoginOutcome {
+    /// A new session.
+    Tokens(IssuedTokens),
+    /// The account has a second factor: `POST /v1/auth/mfa/verify` with this challenge opens
+    /// the session.
+    MfaRequired(crate::mfa::Challenge),
+}
+
+impl LoginOutcome {
+    /// The session's tokens; an error for an account that needs its second factor.
+    pub fn into_tokens(self) -> ServiceResult<IssuedTokens> {
+        match self {
+            Self::Tokens(tokens) => Ok(tokens),
+            Self::MfaRequired(_) => Err(ServiceError::Unauthenticated("mfa_required")),
+        }
+    }
+}
+
 /// What a successful sign-in or refresh hands back. No `Debug`: it holds bearer credentials.
 pub struct IssuedTokens {
     pub access_token: String,
@@ -111,7 +130,7 @@ impl AuthService {
         meta: &RequestMeta,
         email: &Email,
         password: &SecretString,
-    ) -> ServiceResult<IssuedTokens> {
+    ) -> ServiceResult<LoginOutcome> {
         // Cheapest refusals first: this client's sign-in rate, its share of the hashing queue,
         // then the account's budget; only then a hash.
         let client = meta.ip_addr();
@@ -141,6 +160,11 @@ impl AuthService {
         if user.status != UserStatus::Active {
             return Err(ServiceError::AccountDisabled);
         }
+        if user.mfa_enabled {
+            // No rehash here: the challenge is bound to the stored hash as it is.
+            let challenge = crate::mfa::MfaService::begin(ctx, &user).await?;
+            return Ok(LoginOutcome::MfaRequired(challenge));
+        }
 
         let now = Utc::now();
         let Some((session_id, refresh)) =
@@ -152,7 +176,7 @@ impl AuthService {
         if needs_rehash {
             Self::rehash(ctx, &user, password).await;
         }
-        Self::tokens(ctx, user.id, session_id, refresh, now)
+        Self::tokens(ctx, user.id, session_id, refresh, now).map(LoginOutcome::Tokens)
     }
 
     /// Opens the session of a sign-in whose password was verified against `user` as read before
@@ -198,7 +222,7 @@ impl AuthService {
             txn.rollback().await?;
             return Ok(None);
         }
-        let (session_id, refresh) = Self::open_session(&txn, ctx, meta, user.id, now).await?;
+        let (session_id, refresh) = Self::open_session(&txn, ctx, meta, user.id, now, 0).await?;
         Self::login_event(user.id, session_id)
             .record(&txn, meta)
             .await?;
@@ -609,12 +633,15 @@ impl AuthService {
         Ok(())
     }
 
-    async fn open_session(
+    /// Stores a session (`mfa_level` 1 when a second factor was checked) and its first refresh
+    /// token.
+    pub(crate) async fn open_session(
         conn: &impl ConnectionTrait,
         ctx: &AppContext,
         meta: &RequestMeta,
         user_id: Uuid,
         now: DateTime<Utc>,
+        mfa_level: i16,
     ) -> ServiceResult<(Uuid, SecretString)> {
         let session_id = Uuid::now_v7();
         let expires_at = now + Duration::seconds(ctx.settings.auth.session_ttl_secs);
@@ -627,7 +654,7 @@ impl AuthService {
             ip: Set(meta.ip.clone()),
             user_agent: Set(clip(&meta.user_agent, MAX_USER_AGENT_CHARS)),
             device: Set(None),
-            mfa_level: Set(0),
+            mfa_level: Set(mfa_level),
             revoked_at: Set(None),
             revoked_reason: Set(None),
         }
@@ -662,7 +689,7 @@ impl AuthService {
         Ok(())
     }
 
-    fn tokens(
+    pub(crate) fn tokens(
         ctx: &AppContext,
         user_id: Uuid,
         session_id: Uuid,

@@ -28,6 +28,7 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub mfa: MfaSettings,
     pub policy: PolicySettings,
     pub mail: MailSettings,
     pub limits: LimitsSettings,
@@ -47,6 +48,7 @@ impl Default for Settings {
             policy: PolicySettings::default(),
             mail: MailSettings::default(),
             limits: LimitsSettings::default(),
+            mfa: MfaSettings::default(),
         }
     }
 }
@@ -202,6 +204,10 @@ pub struct AuthSettings {
     /// agent as the refresh that spent it, gets a new pair of the same session instead of
     /// revoking it as a reuse (a response lost to a timeout, two tabs). 0: strict reuse detection.
     pub refresh_reuse_grace_secs: u64,
+    /// How long an email verification link works.
+    pub email_verification_ttl_secs: i64,
+    /// How long a password reset link works.
+    pub password_reset_ttl_secs: i64,
 }
 
 impl Default for AuthSettings {
@@ -216,6 +222,8 @@ impl Default for AuthSettings {
             signing_key: None,
             signing_key_file: None,
             refresh_reuse_grace_secs: 0,
+            email_verification_ttl_secs: 24 * 3600,
+            password_reset_ttl_secs: 3600,
         }
     }
 }
@@ -310,7 +318,7 @@ pub enum ConfigError {
 }
 
 /// Top-level keys of [`Settings`], the only ones read from `TESSERA_*` variables.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "cache",
     "environment",
     "data_dir",
@@ -322,6 +330,7 @@ const SECTIONS: [&str; 11] = [
     "policy",
     "mail",
     "limits",
+    "mfa",
 ];
 
 impl Settings {
@@ -392,6 +401,29 @@ impl Settings {
             ));
         }
         self.limits.validate()?;
+        let smtp = &self.mail.smtp;
+        if smtp.security == SmtpSecurity::None
+            && (smtp.username.is_some() || smtp.password.is_some())
+        {
+            return Err(ConfigError::Invalid(
+                "mail.smtp credentials are only sent over starttls or tls, not security = \"none\""
+                    .into(),
+            ));
+        }
+        if smtp.username.is_some() != smtp.password.is_some() {
+            return Err(ConfigError::Invalid(
+                "mail.smtp.username and mail.smtp.password go together".into(),
+            ));
+        }
+        let a = &self.auth;
+        if a.email_verification_ttl_secs <= 0
+            || a.password_reset_ttl_secs <= 0
+            || self.mfa.challenge_ttl_secs <= 0
+        {
+            return Err(ConfigError::Invalid(
+                "token lifetimes must be positive".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -514,7 +546,31 @@ mod tests {
     fn secrets_are_not_printed() {
         let mut s = Settings::default();
         s.auth.signing_key = Some(SecretString::from("c2VjcmV0LXNlZWQ=".to_owned()));
-        assert!(!format!("{s:?}").contains("c2VjcmV0LXNlZWQ="));
+        s.mail.smtp.password = Some(SecretString::from("smtp-s3cret".to_owned()));
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("c2VjcmV0LXNlZWQ="));
+        assert!(!printed.contains("smtp-s3cret"));
+    }
+
+    #[test]
+    fn smtp_settings_come_from_the_environment_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_MAIL__TRANSPORT", "smtp");
+            jail.set_env("TESSERA_MAIL__SMTP__HOST", "smtp.acme.test");
+            jail.set_env("TESSERA_MAIL__SMTP__SECURITY", "tls");
+            jail.set_env("TESSERA_MAIL__SMTP__USERNAME", "tessera");
+            jail.set_env("TESSERA_MAIL__SMTP__PASSWORD", "pw");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.mail.transport, MailTransport::Smtp);
+            assert_eq!(s.mail.smtp.port(), 465);
+            jail.set_env("TESSERA_MAIL__SMTP__SECURITY", "none");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("credentials"), "{err}");
+            Ok(())
+        });
+        let defaults = SmtpSettings::default();
+        assert_eq!(defaults.security, SmtpSecurity::Starttls);
+        assert_eq!(defaults.port(), 587);
     }
 }
 
@@ -530,16 +586,19 @@ pub struct PolicySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailSettings {
-    /// `outbox`: messages are stored in the database (`tessera mail outbox` prints them).
+    /// `outbox`: messages are stored in the database (`tessera mail outbox` prints them);
+    /// `smtp`: they are sent through the server in `mail.smtp` once their change commits.
     pub transport: MailTransport,
     /// The From address.
     pub from: String,
+    pub smtp: SmtpSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MailTransport {
     Outbox,
+    Smtp,
 }
 
 impl Default for MailSettings {
@@ -547,7 +606,57 @@ impl Default for MailSettings {
         Self {
             transport: MailTransport::Outbox,
             from: "Tessera <no-reply@localhost>".into(),
+            smtp: SmtpSettings::default(),
         }
+    }
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which is required (port 587 by default).
+    Starttls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No encryption (port 25 by default): only for a relay on the same host or network.
+    None,
+}
+
+/// The SMTP server used when `mail.transport = "smtp"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    /// Defaults to 587, 465 or 25 by `security`.
+    pub port: Option<u16>,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Longest wait for the server on one message.
+    pub timeout_ms: u64,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: None,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl SmtpSettings {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        })
     }
 }
 
@@ -799,5 +908,30 @@ mod cidr_tests {
             assert!(Settings::load(None).is_err());
             Ok(())
         });
+    }
+}
+
+/// Second factors (TOTP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfaSettings {
+    /// Keys that encrypt TOTP secrets at rest, each `"<id>:<base64 of 32 random bytes>"`
+    /// (`openssl rand -base64 32`). The first encrypts; the others only decrypt, so a key is
+    /// rotated by putting a new one first and running `tessera admin rotate-mfa-keys`. Without
+    /// any, development and test generate one into `data_dir`; production cannot enroll factors.
+    pub keys: Vec<SecretString>,
+    /// The issuer shown by authenticator apps.
+    pub issuer: String,
+    /// How long a sign-in waits for its second factor.
+    pub challenge_ttl_secs: i64,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            issuer: "Tessera".into(),
+            challenge_ttl_secs: 300,
+        }
     }
 }

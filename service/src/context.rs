@@ -1,6 +1,8 @@
 //! Everything a request needs from the domain, built once at startup and shared by all workers.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::{ServiceError, ServiceResult};
 use crate::mail::Mailer;
+use crate::mfa::SecretBox;
 use crate::passwords::PasswordHasher;
 use crate::tokens::TokenKeys;
 use crate::users::{PendingRegistrations, User};
@@ -42,11 +45,15 @@ pub struct AppContext {
     pub users: Arc<UserCache>,
     pub authz: Arc<Authz>,
     pub mailer: Arc<Mailer>,
+    /// Work that runs after the answer: mail over SMTP, password-reset requests.
+    pub background: Arc<Background>,
     /// The base of links in mail; set once the server knows its port (see
     /// [`crate::config::ServerSettings::public_base_url`]).
     pub public_url: Arc<OnceLock<String>>,
-    /// The time limits and grace periods are judged by (see [`Clock`]).
+    /// The time limits, grace periods and mailed tokens' expiries are judged by (see [`Clock`]).
     pub clock: Arc<Clock>,
+    /// The keys of TOTP secrets at rest; `None` in production without `mfa.keys`.
+    pub mfa_keys: Option<Arc<SecretBox>>,
     /// Registrations running on this instance, by address (see [`PendingRegistrations`]).
     pub registering: Arc<PendingRegistrations>,
 }
@@ -71,7 +78,8 @@ impl AppContext {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             ServiceError::unexpected_msg(format!("invalid policy:\n{}", lines.join("\n")))
         })?;
-        let mailer = Mailer::new(settings.mail.clone());
+        let mailer = Mailer::new(settings.mail.clone())?;
+        let mfa_keys = SecretBox::load(&settings)?.map(Arc::new);
         let users = UserCache::new(
             Duration::from_millis(settings.cache.user_ttl_ms),
             settings.cache.user_capacity,
@@ -85,10 +93,79 @@ impl AppContext {
             users: Arc::new(users),
             authz: Arc::new(Authz::new(policy)),
             mailer: Arc::new(mailer),
+            background: Arc::new(Background::new(MAX_BACKGROUND_TASKS)),
             public_url: Arc::new(OnceLock::new()),
             clock: Arc::new(Clock::default()),
+            mfa_keys,
             registering: Arc::new(PendingRegistrations::default()),
         })
+    }
+}
+
+/// Most background tasks pending at once; beyond, new work is refused (503 `overloaded`).
+pub const MAX_BACKGROUND_TASKS: usize = 1024;
+
+/// Tasks that outlive the request that started them, counted so that their number stays
+/// bounded and so that tests can wait until they have all finished ([`Background::idle`]).
+#[derive(Debug)]
+pub struct Background {
+    pending: AtomicUsize,
+    max: usize,
+    idle: tokio::sync::Notify,
+}
+
+impl Background {
+    pub fn new(max: usize) -> Self {
+        Self {
+            pending: AtomicUsize::new(0),
+            max,
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Runs `work` on the runtime; refused when `max` tasks are already pending.
+    pub fn try_spawn(
+        self: &Arc<Self>,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) -> ServiceResult<()> {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.finished();
+            return Err(ServiceError::Overloaded {
+                retry_after_secs: 1,
+            });
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            // Counted down even if `work` panics.
+            struct Done(Arc<Background>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.finished();
+                }
+            }
+            let _done = Done(this);
+            work.await;
+        });
+        Ok(())
+    }
+
+    fn finished(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Resolves once no background task is pending.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -30,6 +30,10 @@ pub enum ServiceError {
     /// Forbidden for a reason the client can act on, named by a stable code.
     #[error("forbidden: {0}")]
     Denied(&'static str),
+    /// A mailed token (verification, reset) that is unknown, used, expired or no longer valid;
+    /// one answer for all of these (401, like a spent refresh token), named by a stable code.
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]

@@ -13,6 +13,8 @@ pub mod domain;
 pub mod error;
 pub mod limits;
 pub mod mail;
+pub mod mfa;
+pub mod one_time_tokens;
 pub mod paging;
 pub mod passwords;
 pub mod principal;

@@ -1,17 +1,27 @@
-//! Outgoing mail. The `Mailer` hands a message to the configured transport inside the caller's
-//! transaction, so a message exists exactly when the change that sends it commits. The default
-//! transport is the outbox table, which `tessera mail outbox` prints.
+//! Outgoing mail. The `Mailer` hands a message to the configured transport as part of the
+//! caller's transaction, so a message goes out exactly when the change that sends it commits.
+//! The default transport is the outbox table, which `tessera mail outbox` prints; the SMTP
+//! transport sends the message once the transaction has committed, in the background, so no
+//! answer waits for (or reveals anything through the timing of) the mail server.
+
+use std::time::Duration;
 
 use chrono::Utc;
 use entity::mail_outbox;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
 };
+use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use crate::config::{MailSettings, MailTransport};
-use crate::error::ServiceResult;
+use crate::config::{MailSettings, MailTransport, SmtpSecurity, SmtpSettings};
+use crate::context::Background;
+use crate::error::{ServiceError, ServiceResult};
 
 pub use mail_outbox::Model as OutboxMessage;
 
@@ -19,12 +29,18 @@ pub use mail_outbox::Model as OutboxMessage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailKind {
     Invitation,
+    EmailVerification,
+    EmailChange,
+    PasswordReset,
 }
 
 impl MailKind {
     pub fn as_str(self) -> &'static str {
         match self {
             MailKind::Invitation => "invitation",
+            MailKind::EmailVerification => "email_verification",
+            MailKind::EmailChange => "email_change",
+            MailKind::PasswordReset => "password_reset",
         }
     }
 }
@@ -38,22 +54,93 @@ pub struct Mail {
     pub body: String,
 }
 
-#[derive(Debug, Clone)]
+/// A message handed to the transport inside a transaction: once that transaction has committed,
+/// [`Queued::after_commit`] sends what still has to be sent (nothing for the outbox). Dropped
+/// instead (the transaction failed), nothing goes out.
+#[must_use = "call after_commit once the transaction has committed"]
+pub struct Queued(Option<Message>);
+
+impl Queued {
+    pub fn after_commit(self, mailer: &Mailer, background: &std::sync::Arc<Background>) {
+        let (Some(message), Some(smtp)) = (self.0, mailer.smtp.clone()) else {
+            return;
+        };
+        let spawned = background.try_spawn(async move {
+            if let Err(err) = smtp.send(message).await {
+                // The error names the server's reply, never a credential.
+                tracing::error!(error = %err, "sending mail over SMTP failed");
+            }
+        });
+        if spawned.is_err() {
+            tracing::error!("mail not sent: too much background work pending");
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Mailer {
     settings: MailSettings,
+    from: Mailbox,
+    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn smtp_transport(s: &SmtpSettings) -> ServiceResult<AsyncSmtpTransport<Tokio1Executor>> {
+    let invalid =
+        |e: lettre::transport::smtp::Error| ServiceError::unexpected_msg(format!("mail.smtp: {e}"));
+    let builder = match s.security {
+        SmtpSecurity::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host).map_err(invalid)?
+        }
+        SmtpSecurity::Tls => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(invalid)?
+        }
+        SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
+    };
+    let mut builder = builder
+        .port(s.port())
+        .timeout(Some(Duration::from_millis(s.timeout_ms)));
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose_secret().to_owned(),
+        ));
+    }
+    Ok(builder.build())
 }
 
 impl Mailer {
-    pub fn new(settings: MailSettings) -> Self {
-        Self { settings }
+    /// Checks the From address and prepares the SMTP transport (it connects on the first
+    /// message, not here).
+    pub fn new(settings: MailSettings) -> ServiceResult<Self> {
+        let from: Mailbox = settings.from.parse().map_err(|e| {
+            ServiceError::unexpected_msg(format!("mail.from {:?}: {e}", settings.from))
+        })?;
+        let smtp = match settings.transport {
+            MailTransport::Outbox => None,
+            MailTransport::Smtp => Some(smtp_transport(&settings.smtp)?),
+        };
+        Ok(Self {
+            settings,
+            from,
+            smtp,
+        })
     }
 
     pub fn from_address(&self) -> &str {
         &self.settings.from
     }
 
-    /// Sends `mail` as part of the transaction `conn` belongs to.
-    pub async fn send(&self, conn: &impl ConnectionTrait, mail: Mail) -> ServiceResult<()> {
+    /// Hands `mail` to the transport as part of the transaction `conn` belongs to; call
+    /// [`Queued::after_commit`] on the result once it has committed.
+    pub async fn send(&self, conn: &impl ConnectionTrait, mail: Mail) -> ServiceResult<Queued> {
         match self.settings.transport {
             MailTransport::Outbox => {
                 mail_outbox::ActiveModel {
@@ -66,7 +153,21 @@ impl Mailer {
                 }
                 .insert(conn)
                 .await?;
-                Ok(())
+                Ok(Queued(None))
+            }
+            MailTransport::Smtp => {
+                let to: Mailbox = mail
+                    .to
+                    .parse()
+                    .map_err(|e| ServiceError::unexpected_msg(format!("recipient: {e}")))?;
+                let message = Message::builder()
+                    .from(self.from.clone())
+                    .to(to)
+                    .subject(mail.subject)
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(mail.body)
+                    .map_err(ServiceError::unexpected)?;
+                Ok(Queued(Some(message)))
             }
         }
     }

@@ -129,7 +129,16 @@ impl UserService {
             .target("user", id)
             .record(&txn, meta)
             .await?;
+        let queued = crate::one_time_tokens::EmailVerificationService::issue(
+            ctx,
+            &txn,
+            id,
+            &user.email,
+            crate::one_time_tokens::Purpose::EmailVerification,
+        )
+        .await?;
         txn.commit().await?;
+        queued.after_commit(&ctx.mailer, &ctx.background);
         Ok(user)
     }
 

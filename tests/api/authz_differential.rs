@@ -114,6 +114,7 @@ async fn populate(db: &DatabaseConnection, rng: &mut Rng) -> (Vec<Uuid>, Vec<Ten
             name: Set(format!("Org {o}")),
             version: Set(1),
             authz_version: Set(1),
+            require_mfa: Set(false),
             created_at: Set(now),
             updated_at: Set(now),
             deleted_at: Set(None),

@@ -25,7 +25,7 @@ async fn scalar<T: sea_orm::TryGetable>(
 }
 
 /// Tables after every migration.
-const TABLES: i64 = 15;
+const TABLES: i64 = 19;
 
 async fn table_count(db: &sea_orm::DatabaseConnection) -> i64 {
     scalar(
@@ -109,6 +109,44 @@ async fn round_trip(backend: Backend) {
     Migrator::up(&db, None).await.unwrap();
     assert_eq!(table_count(&db).await, TABLES);
 
+    // MFA's down drops its three tables and the organizations' require_mfa column; up puts
+    // them back.
+    Migrator::down(&db, Some(steps_back_to("m20261206_000011_create_mfa")))
+        .await
+        .unwrap();
+    assert_eq!(table_count(&db).await, TABLES - 3);
+    assert!(db
+        .execute_unprepared("SELECT require_mfa FROM organizations")
+        .await
+        .is_err());
+    Migrator::up(&db, None).await.unwrap();
+    assert!(db
+        .execute_unprepared("SELECT require_mfa FROM organizations")
+        .await
+        .is_ok());
+
+    // The one-time tokens' down drops their table; up creates it again.
+    Migrator::down(
+        &db,
+        Some(steps_back_to("m20261206_000009_create_one_time_tokens")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        table_count(&db).await,
+        TABLES - 5,
+        "one-time tokens, the change feed and MFA's three tables"
+    );
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM one_time_tokens")
+        .await
+        .is_err());
+    Migrator::up(&db, None).await.unwrap();
+    assert!(db
+        .execute_unprepared("SELECT count(*) FROM one_time_tokens")
+        .await
+        .is_ok());
+
     // The limits' counters: down drops both tables, up brings them back empty and working.
     Migrator::down(&db, Some(steps_back_to("m20261206_000008_limits")))
         .await
@@ -141,7 +179,7 @@ async fn round_trip(backend: Backend) {
     assert_eq!(
         table_count(&db).await,
         12,
-        "old tenancy tables and casbin_rule back"
+        "old tenancy tables and casbin_rule back, the later tables gone"
     );
     assert!(db
         .execute_unprepared("SELECT count(*) FROM casbin_rule")

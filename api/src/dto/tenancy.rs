@@ -54,6 +54,30 @@ pub struct UpdateScopeRequest {
     pub version: Option<i64>,
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrgRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$"
+    )]
+    pub slug: Option<String>,
+    /// Members must sign in with a second factor to do anything in the organization (403
+    /// `mfa_required` otherwise). Turning it on needs a session signed in with one.
+    pub require_mfa: Option<bool>,
+    /// The `version` you read; alternatively `If-Match: "<version>"`. One of them is required.
+    #[serde(default, deserialize_with = "integral_version")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 2147483647)]
+    pub version: Option<i64>,
+}
+
 /// Paging and filters of the organization, account and project lists.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -77,6 +101,8 @@ pub struct OrganizationResponse {
     pub id: Uuid,
     pub slug: String,
     pub name: String,
+    /// Members must have signed in with a second factor to act in it.
+    pub require_mfa: bool,
     /// Optimistic-locking version; send it back when updating.
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -89,6 +115,7 @@ impl From<Organization> for OrganizationResponse {
             id: o.id,
             slug: o.slug,
             name: o.name,
+            require_mfa: o.require_mfa,
             version: o.version,
             created_at: o.created_at,
             updated_at: o.updated_at,

@@ -2,15 +2,19 @@
 
 use actix_web::http::header;
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
 use service::audit::AuditAction;
-use service::domain::{DisplayName, Password};
+use service::domain::{DisplayName, Email, Password};
+use service::mfa::{MfaCode, MfaService};
+use service::one_time_tokens::EmailVerificationService;
 use service::sessions::SessionService;
 use service::users::{parse_metadata, ProfilePatch, UserService};
 use service::AppContext;
 use uuid::Uuid;
 
 use crate::dto::{
-    ChangePasswordRequest, RevokedCount, SessionList, SessionResponse, UpdateMeRequest,
+    ChangeEmailRequest, ChangePasswordRequest, MfaCodeRequest, RecoveryCodesResponse, RevokedCount,
+    SessionList, SessionResponse, TotpCodeRequest, TotpEnrollmentResponse, UpdateMeRequest,
     UserResponse,
 };
 use crate::error::{ApiError, Problem};
@@ -117,6 +121,121 @@ pub async fn change_password(
 ) -> Result<HttpResponse, ApiError> {
     let new = Password::parse(&body.new_password, "new_password")?;
     UserService::change_password(&ctx, &meta.0, &auth.0, &body.current_password, new).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Change the signed-in user's email address.
+///
+/// A confirmation link goes to the new address; the address changes (verified) only when it is
+/// opened (`POST /v1/auth/email/verify`).
+#[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A confirmation link is on its way to the new address"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another account has this address (`email_taken`), or it is yours already (`email_unchanged`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed address", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/me/email")]
+pub async fn change_email(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+    body: web::Json<ChangeEmailRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = Email::parse(&body.email)?;
+    EmailVerificationService::request_change(&ctx, &meta.0, &auth.0, &email).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Start a TOTP enrollment: the secret and its `otpauth://` URI, shown only here.
+///
+/// Add it to an authenticator app, then confirm with a code (`/v1/me/mfa/totp/confirm`). Starting
+/// again before confirming replaces the secret.
+#[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Secret and URI for the app", body = TotpEnrollmentResponse),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "MFA is on already (`mfa_already_enabled`), or the server has no key for secrets (`mfa_not_configured`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/me/mfa/totp")]
+pub async fn enroll_totp(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let enrollment = MfaService::enroll(&ctx, &meta.0, &auth.0).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(TotpEnrollmentResponse {
+            secret: enrollment.secret.expose_secret().to_owned(),
+            otpauth_uri: enrollment.otpauth_uri.expose_secret().to_owned(),
+        }))
+}
+
+/// Confirm the TOTP enrollment with a code: MFA is on, and the 10 recovery codes are shown once.
+#[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "MFA on; single-use recovery codes", body = RecoveryCodesResponse),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong code (`invalid_mfa_code`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No enrollment started (`mfa_not_enrolled`) or MFA is on already (`mfa_already_enabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not 6 digits (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The account's budget of failed checks is spent (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/me/mfa/totp/confirm")]
+pub async fn confirm_totp(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+    body: web::Json<TotpCodeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let code = MfaCode::parse(&body.code)?;
+    let recovery_codes = MfaService::confirm(&ctx, &meta.0, &auth.0, &code).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(RecoveryCodesResponse { recovery_codes }))
+}
+
+/// Turn MFA off, with a code from the app or a recovery code.
+#[utoipa::path(
+    extensions(("x-required-permission" = json!("authenticated"))),
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "MFA off; the secret and recovery codes are deleted"),
+        (status = 401, description = "Missing or invalid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong or used code (`invalid_mfa_code`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "MFA is not on (`mfa_not_enabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a code (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The account's budget of failed checks is spent (`rate_limited`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/me/mfa/totp")]
+pub async fn disable_totp(
+    ctx: web::Data<AppContext>,
+    meta: ClientMeta,
+    auth: Authenticated,
+    body: web::Json<MfaCodeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let code = MfaCode::parse(&body.code)?;
+    MfaService::disable(&ctx, &meta.0, &auth.0, &code).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

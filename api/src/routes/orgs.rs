@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::dto::tenancy::{
     AccountResponse, CreateScopeRequest, ListPage, OrganizationResponse, ProjectResponse,
-    ScopeListQuery, UpdateScopeRequest,
+    ScopeListQuery, UpdateOrgRequest, UpdateScopeRequest,
 };
 use crate::error::{ApiError, Problem};
 use crate::precondition::{expected_version, optional_version};
@@ -51,7 +51,23 @@ fn scope_patch(body: &UpdateScopeRequest) -> Result<ScopePatch, ApiError> {
         body.name.as_deref().map(ResourceName::parse).transpose(),
         body.slug.as_deref().map(Slug::parse).transpose(),
     ))?;
-    Ok(ScopePatch { name, slug })
+    Ok(ScopePatch {
+        name,
+        slug,
+        require_mfa: None,
+    })
+}
+
+fn org_patch(body: &UpdateOrgRequest) -> Result<ScopePatch, ApiError> {
+    let (name, slug) = all_ok((
+        body.name.as_deref().map(ResourceName::parse).transpose(),
+        body.slug.as_deref().map(Slug::parse).transpose(),
+    ))?;
+    Ok(ScopePatch {
+        name,
+        slug,
+        require_mfa: body.require_mfa,
+    })
 }
 
 fn list_params(q: &ScopeListQuery) -> Result<(ScopeFilter, PageRequest), ApiError> {
@@ -171,7 +187,7 @@ pub async fn get_org(
     responses(
         (status = 200, description = "Updated", body = OrganizationResponse),
         (status = 400, description = "Malformed id or If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "You may read but not change it (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "You may read but not change it (`forbidden`); or `require_mfa: true` from a session not signed in with a second factor (`mfa_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or you are not a member", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Slug taken (`slug_taken`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Changed since that version (`version_mismatch`)", body = Problem, content_type = "application/problem+json"),
@@ -186,7 +202,7 @@ pub async fn update_org(
     required: Requires,
     req: HttpRequest,
     path: web::Path<Uuid>,
-    body: web::Json<UpdateScopeRequest>,
+    body: web::Json<UpdateOrgRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let access = OrgAccess::load(&ctx, &auth.0, path.into_inner()).await?;
     let granted = access
@@ -198,7 +214,7 @@ pub async fn update_org(
         )
         .await?;
     let version = expected_version(body.version, req.headers())?;
-    let patch = scope_patch(&body)?;
+    let patch = org_patch(&body)?;
     let org = OrgService::update(&ctx, &meta.0, &access, granted, version, patch).await?;
     Ok(ok(org.version, OrganizationResponse::from(org)))
 }

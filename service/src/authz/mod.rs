@@ -98,8 +98,13 @@ pub struct Authz {
 pub struct OrgFacts {
     pub organization_id: Uuid,
     pub version: i64,
+    /// Members must have signed in with a second factor to do anything here.
+    pub require_mfa: bool,
     members: RwLock<HashMap<Uuid, bool>>,
     scopes: RwLock<HashMap<Uuid, Scope>>,
+    /// Sessions known to have been opened with a second factor (a session's factors never
+    /// change).
+    mfa_sessions: RwLock<std::collections::HashSet<Uuid>>,
 }
 
 /// Past this many organizations known, the least useful half is forgotten (they are read
@@ -107,6 +112,31 @@ pub struct OrgFacts {
 const FACTS_KEPT: usize = 200_000;
 
 impl OrgFacts {
+    /// Whether a session may act here: any, unless the organization requires a second factor.
+    pub async fn session_allowed(
+        &self,
+        db: &DatabaseConnection,
+        session_id: Uuid,
+    ) -> ServiceResult<bool> {
+        if !self.require_mfa
+            || self
+                .mfa_sessions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&session_id)
+        {
+            return Ok(true);
+        }
+        let has = crate::mfa::MfaService::session_has_mfa(db, session_id).await?;
+        if has {
+            self.mfa_sessions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(session_id);
+        }
+        Ok(has)
+    }
+
     /// Whether `user_id` is a member.
     pub async fn is_member(&self, db: &DatabaseConnection, user_id: Uuid) -> ServiceResult<bool> {
         if let Some(known) = self
@@ -185,21 +215,25 @@ impl Authz {
         {
             return Ok(Some(f.clone()));
         }
-        let Some(version) = entity::organizations::Entity::find_by_id(organization_id)
-            .filter(entity::organizations::Column::DeletedAt.is_null())
-            .select_only()
-            .column(entity::organizations::Column::AuthzVersion)
-            .into_tuple::<i64>()
-            .one(db)
-            .await?
+        let Some((version, require_mfa)) =
+            entity::organizations::Entity::find_by_id(organization_id)
+                .filter(entity::organizations::Column::DeletedAt.is_null())
+                .select_only()
+                .column(entity::organizations::Column::AuthzVersion)
+                .column(entity::organizations::Column::RequireMfa)
+                .into_tuple::<(i64, bool)>()
+                .one(db)
+                .await?
         else {
             return Ok(None);
         };
         let facts = Arc::new(OrgFacts {
             organization_id,
             version,
+            require_mfa,
             members: RwLock::new(HashMap::new()),
             scopes: RwLock::new(HashMap::new()),
+            mfa_sessions: RwLock::new(std::collections::HashSet::new()),
         });
         let reported = self
             .reported

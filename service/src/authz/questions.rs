@@ -3,7 +3,8 @@
 //! P here, why was this refused).
 //!
 //! Who may ask: a member of the organization about themself, always; about another user, with
-//! `authz:check` at the scope asked about. An organization the caller cannot see is a 404, the
+//! `authz:check` at the scope asked about. In an organization that requires a second factor, a
+//! session opened without one may ask nothing (403 `mfa_required`), as everywhere there. An organization the caller cannot see is a 404, the
 //! same whether it does not exist, was deleted, or the caller is not a member.
 
 use std::collections::BTreeSet;
@@ -123,6 +124,10 @@ impl AuthzService {
             .ok_or(ServiceError::NotFound)?;
         if !facts.is_member(&ctx.db, principal.user_id).await? {
             return Err(ServiceError::NotFound);
+        }
+        if !facts.session_allowed(&ctx.db, principal.session_id).await? {
+            // As everywhere in an organization that requires a second factor.
+            return Err(ServiceError::Denied("mfa_required"));
         }
         Ok(facts)
     }

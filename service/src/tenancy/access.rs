@@ -50,6 +50,12 @@ impl OrgAccess {
             .one(&ctx.db)
             .await?
             .ok_or(ServiceError::NotFound)?;
+        if organization.require_mfa
+            && !crate::mfa::MfaService::session_has_mfa(&ctx.db, principal.session_id).await?
+        {
+            // A member who did not sign in with a second factor may do nothing here.
+            return Err(ServiceError::Denied("mfa_required"));
+        }
         Ok(Self {
             user_id: principal.user_id,
             session_id: principal.session_id,

@@ -215,7 +215,8 @@ impl InvitationService {
         .await?;
         let org_name = &access.organization.name;
         let link = format!("{}/invitations/accept?token={token}", ctx.public_url());
-        ctx.mailer
+        let queued = ctx
+            .mailer
             .send(
                 &txn,
                 Mail {
@@ -248,6 +249,7 @@ impl InvitationService {
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
+        queued.after_commit(&ctx.mailer, &ctx.background);
         Ok(invitation)
     }
 

@@ -61,11 +61,13 @@ pub struct NewScope {
 pub struct ScopePatch {
     pub name: Option<ResourceName>,
     pub slug: Option<Slug>,
+    /// Organizations only: whether members must sign in with a second factor to act in it.
+    pub require_mfa: Option<bool>,
 }
 
 impl ScopePatch {
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.slug.is_none()
+        self.name.is_none() && self.slug.is_none() && self.require_mfa.is_none()
     }
 }
 
@@ -147,6 +149,7 @@ impl OrgService {
             name: Set(new.name.into_inner()),
             version: Set(1),
             authz_version: Set(0),
+            require_mfa: Set(false),
             created_at: Set(now),
             updated_at: Set(now),
             deleted_at: Set(None),
@@ -238,6 +241,12 @@ impl OrgService {
         if patch.is_empty() {
             return Ok(access.organization.clone());
         }
+        if patch.require_mfa == Some(true)
+            && !crate::mfa::MfaService::session_has_mfa(&ctx.db, access.session_id).await?
+        {
+            // Whoever requires a second factor has signed in with one (or would lock themselves out).
+            return Err(ServiceError::Denied("mfa_required"));
+        }
         let txn = crate::db::begin_write(&ctx.db).await?;
         SessionService::ensure_live(&txn, &access.principal()).await?;
         if !scopes::patch_row::<organizations::Entity>(
@@ -250,6 +259,15 @@ impl OrgService {
         .await?
         {
             return Err(Self::why_not_updated(&txn, access.id()).await);
+        }
+        if let Some(require_mfa) = patch.require_mfa {
+            // Who may act here changes: every instance's view of the organization must move.
+            bump_authz_version(ctx, &txn, access).await?;
+            organizations::Entity::update_many()
+                .col_expr(organizations::Column::RequireMfa, Expr::value(require_mfa))
+                .filter(organizations::Column::Id.eq(access.id()))
+                .exec(&txn)
+                .await?;
         }
         AuditEvent::new(AuditAction::OrgUpdated)
             .actor(access.user_id, Some(access.session_id))

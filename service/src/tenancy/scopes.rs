@@ -89,6 +89,9 @@ pub(crate) fn patch_details(patch: &ScopePatch) -> serde_json::Value {
     if let Some(slug) = &patch.slug {
         changed.insert("slug".into(), slug.as_str().into());
     }
+    if let Some(require_mfa) = patch.require_mfa {
+        changed.insert("require_mfa".into(), require_mfa.into());
+    }
     serde_json::Value::Object(changed)
 }
 
