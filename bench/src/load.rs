@@ -39,6 +39,11 @@ impl Measurement {
         self.statuses.range(200..300).map(|(_, n)| n).sum()
     }
 
+    /// Requests sent: answered with any status, or failed.
+    pub fn sent(&self) -> u64 {
+        self.statuses.values().chain(self.errors.values()).sum()
+    }
+
     /// 2xx answers per second.
     pub fn rps(&self) -> f64 {
         self.ok() as f64 / self.secs.max(1e-9)
@@ -243,26 +248,30 @@ pub async fn get(
     Ok(drive(pace, vec![(); workers.max(1)], send).await?.0)
 }
 
-/// POST `bodies` (JSON, round-robin over all workers) to `url` with one bearer token.
+/// POST `bodies` (JSON, round-robin over all workers) to `url`, with a bearer token if given.
 pub async fn post_bodies(
     client: &reqwest::Client,
     url: &str,
-    token: &str,
+    token: Option<&str>,
     bodies: &[String],
     workers: usize,
     pace: Pace,
 ) -> Result<Measurement> {
-    let auth = HeaderValue::from_str(&format!("Bearer {token}")).context("token in a header")?;
+    let auth = token
+        .map(|t| HeaderValue::from_str(&format!("Bearer {t}")).context("token in a header"))
+        .transpose()?;
     let bodies: Arc<Vec<String>> = Arc::new(bodies.to_vec());
     let turn = Arc::new(AtomicUsize::new(0));
     let (client, url) = (client.clone(), url.to_owned());
     let send = move |()| {
         let i = turn.fetch_add(1, Ordering::Relaxed) % bodies.len().max(1);
-        let req = client
+        let mut req = client
             .post(&url)
-            .header(AUTHORIZATION, auth.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(bodies.get(i).cloned().unwrap_or_default());
+        if let Some(auth) = &auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
         async move { ((), exchange(req).await.map(|(s, _)| s)) }
     };
     Ok(drive(pace, vec![(); workers.max(1)], send).await?.0)

@@ -81,6 +81,8 @@ enum Scenario {
     Login,
     Refresh,
     Register,
+    Fairness,
+    Forgot,
     Authz,
 }
 
@@ -138,6 +140,7 @@ struct Ctx {
     email: String,
     run_id: String,
     exe: PathBuf,
+    tessera: PathBuf,
     env: Vec<(String, String)>,
     work: PathBuf,
     db_url: String,
@@ -279,6 +282,7 @@ async fn run(args: Args) -> Result<Vec<String>> {
         ("TESSERA_LIMITS__FREE_FAILURES", "1000000000".into()),
         ("TESSERA_LIMITS__FAILURE_BUDGET", "1000000000".into()),
         ("TESSERA_PASSWORD__MAX_QUEUED_PER_CLIENT", "1000000".into()),
+        ("TESSERA_LIMITS__PASSWORD_RESET_MAX", "1000000000".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -294,6 +298,7 @@ async fn run(args: Args) -> Result<Vec<String>> {
         email: format!("bench-{run_id}@example.com"),
         run_id,
         exe: exe.clone(),
+        tessera: tessera.clone(),
         env: server_env,
         work: work.path().to_owned(),
         db_url: db_url.clone(),
@@ -323,6 +328,8 @@ async fn run(args: Args) -> Result<Vec<String>> {
         Scenario::Login,
         Scenario::Refresh,
         Scenario::Register,
+        Scenario::Fairness,
+        Scenario::Forgot,
         Scenario::Authz,
     ] {
         if !wanted(scenario) {
@@ -341,6 +348,8 @@ async fn run(args: Args) -> Result<Vec<String>> {
             Scenario::Login => login(&ctx).await,
             Scenario::Refresh => refresh(&ctx, &mut notes, &mut failures).await,
             Scenario::Register => register(&ctx).await,
+            Scenario::Fairness => fairness(&ctx).await,
+            Scenario::Forgot => forgot(&ctx).await,
             Scenario::Authz => authz(&ctx).await,
         };
         match outcome {
@@ -693,6 +702,107 @@ async fn register(ctx: &Ctx) -> Result<Vec<Row>> {
     }])
 }
 
+/// Sign-ins from one client (2 workers, source address 127.0.0.3) alone, then while another
+/// client (64 workers, 127.0.0.2) floods sign-ins, on a second server with the default
+/// per-client share of the hashing queue (`password.max_queued_per_client`, which the main
+/// server raises for one-client saturation runs).
+async fn fairness(ctx: &Ctx) -> Result<Vec<Row>> {
+    let port = env::free_port()?;
+    let mut cmd = ctx.command(&ctx.tessera);
+    cmd.args(["serve", "--port", &port.to_string()])
+        .env("TESSERA_PASSWORD__MAX_QUEUED_PER_CLIENT", "4");
+    let mut server = env::Child::spawn("fair tessera serve", cmd, ctx.work.join("fair.log"))?;
+    let base = format!("http://127.0.0.1:{port}");
+    server
+        .wait_ready(&ctx.client, &format!("{base}/readyz"))
+        .await?;
+    let url = format!("{base}/v1/auth/login");
+    let body = serde_json::json!({ "email": ctx.email, "password": load::PASSWORD }).to_string();
+    let from = |last: u8, workers: usize| {
+        let (url, body) = (url.clone(), vec![body.clone()]);
+        async move {
+            let client = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+                .timeout(Duration::from_secs(30))
+                .build()?;
+            load::post_bodies(
+                &client,
+                &url,
+                None,
+                &body,
+                workers,
+                Pace::closed(ctx.plan.run),
+            )
+            .await
+        }
+    };
+    let alone = from(3, 2).await?;
+    let (flood, other) = tokio::join!(from(2, 64), from(3, 2));
+    let (flood, other) = (flood?, other?);
+    server.check_alive()?;
+    drop(server);
+    let answered = other.ok() as f64 / other.sent().max(1) as f64;
+    let verdict = Verdict::at_least(answered, 0.95)
+        .and(Verdict::at_most(other.p99_ms.unwrap_or(f64::MAX), 1_000.0));
+    Ok(vec![Row {
+        scenario: "Login, another client during one client's flood (64 workers)".into(),
+        result: format!(
+            "{}/s signed in, {:.0}% of its sign-ins 2xx, p99 {} (alone {}/s); the flood {}/s 2xx, {} refused",
+            rate(other.rps()),
+            answered * 100.0,
+            ms(other.p99_ms),
+            rate(alone.rps()),
+            rate(flood.rps()),
+            flood.sent() - flood.ok()
+        ),
+        ceiling: "the same client alone, same run".into(),
+        goal: "≥ 95% of its sign-ins 2xx, p99 ≤ 1 s".into(),
+        verdict,
+    }])
+}
+
+/// `POST /v1/auth/password/forgot` for an existing and an unknown address, 50/s each at the same
+/// time: the answers must not tell them apart by their timing either.
+async fn forgot(ctx: &Ctx) -> Result<Vec<Row>> {
+    let url = format!("{}/v1/auth/password/forgot", ctx.base);
+    let ask = |email: String| {
+        let (client, url) = (ctx.client.clone(), url.clone());
+        let body = vec![serde_json::json!({ "email": email }).to_string()];
+        async move {
+            load::post_bodies(
+                &client,
+                &url,
+                None,
+                &body,
+                8,
+                Pace::open(50.0, ctx.plan.run)?,
+            )
+            .await
+        }
+    };
+    let (known, unknown) = tokio::join!(
+        ask(ctx.email.clone()),
+        ask(format!("nobody-{}@example.com", ctx.run_id))
+    );
+    let (known, unknown) = (known?, unknown?);
+    expect_ok(&known, "forgot, known address")?;
+    let (k, u) = (known.p50_ms.unwrap_or(0.0), unknown.p50_ms.unwrap_or(0.0));
+    let apart = (k - u).abs();
+    Ok(vec![Row {
+        scenario: "Forgot password, known vs unknown address (50/s each, together)".into(),
+        result: format!(
+            "p50 {} vs {}, p99 {} vs {}",
+            ms(known.p50_ms),
+            ms(unknown.p50_ms),
+            ms(known.p99_ms),
+            ms(unknown.p99_ms)
+        ),
+        ceiling: "—".into(),
+        goal: "p50s within 5% or 0.5 ms".into(),
+        verdict: Verdict::at_most(apart, (0.05 * k.max(u)).max(0.5)),
+    }])
+}
+
 /// `POST /v1/authz/check` over `plan.tenants` organizations (10 members each, written straight
 /// to the tables), the bench user asking about itself at random scopes and permissions, one
 /// question per tenant round-robin (in-crate generator; the plain handler through the same one):
@@ -770,7 +880,7 @@ async fn authz(ctx: &Ctx) -> Result<Vec<Row>> {
             token.clone(),
             bodies.clone(),
         );
-        async move { load::post_bodies(&client, &url, &token, &bodies, conns, pace).await }
+        async move { load::post_bodies(&client, &url, Some(&token), &bodies, conns, pace).await }
     };
     // Every tenant asked once (its enforcer built, its answer remembered), then timed runs.
     post(&one, Pace::closed(ctx.plan.warmup)).await?;
