@@ -320,18 +320,7 @@ impl AuthService {
             txn.rollback().await?;
             return Self::refresh_refused(ctx, meta, &hash, now).await;
         };
-        let active_users = Query::select()
-            .column(users::Column::Id)
-            .from(users::Entity)
-            .and_where(users::Column::Status.eq(UserStatus::Active))
-            .and_where(users::Column::DeletedAt.is_null())
-            .to_owned();
-        let session = sessions::Entity::find_by_id(token.session_id)
-            .filter(sessions::Column::RevokedAt.is_null())
-            .filter(sessions::Column::ExpiresAt.gt(now))
-            .filter(sessions::Column::UserId.in_subquery(active_users))
-            .one(&txn)
-            .await?;
+        let session = live_session_of_active_user(&txn, token.session_id, now).await?;
         let Some(session) = session else {
             // The token stays consumed either way; find out which refusal applies.
             let refusal = Self::dead_session(&txn, ctx, token.session_id, now).await?;
@@ -572,18 +561,7 @@ impl AuthService {
             .filter(refresh_tokens::Column::ParentId.eq(token.id))
             .count(&txn)
             .await?;
-        let active_users = Query::select()
-            .column(users::Column::Id)
-            .from(users::Entity)
-            .and_where(users::Column::Status.eq(UserStatus::Active))
-            .and_where(users::Column::DeletedAt.is_null())
-            .to_owned();
-        let session = sessions::Entity::find_by_id(token.session_id)
-            .filter(sessions::Column::RevokedAt.is_null())
-            .filter(sessions::Column::ExpiresAt.gt(now))
-            .filter(sessions::Column::UserId.in_subquery(active_users))
-            .one(&txn)
-            .await?;
+        let session = live_session_of_active_user(&txn, token.session_id, now).await?;
         let Some(session) = session.filter(|s| successors <= 1 && s.user_agent == user_agent)
         else {
             txn.rollback().await?;
@@ -723,4 +701,24 @@ impl AuthService {
             tracing::warn!(error = %err, "password rehash failed");
         }
     }
+}
+
+/// The session if it is live and its user active.
+async fn live_session_of_active_user(
+    conn: &impl ConnectionTrait,
+    session_id: Uuid,
+    now: DateTime<Utc>,
+) -> ServiceResult<Option<sessions::Model>> {
+    let active_users = Query::select()
+        .column(users::Column::Id)
+        .from(users::Entity)
+        .and_where(users::Column::Status.eq(UserStatus::Active))
+        .and_where(users::Column::DeletedAt.is_null())
+        .to_owned();
+    Ok(sessions::Entity::find_by_id(session_id)
+        .filter(sessions::Column::RevokedAt.is_null())
+        .filter(sessions::Column::ExpiresAt.gt(now))
+        .filter(sessions::Column::UserId.in_subquery(active_users))
+        .one(conn)
+        .await?)
 }
