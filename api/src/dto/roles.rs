@@ -67,7 +67,12 @@ pub struct CreateRoleRequest {
         pattern = r"^[a-z][a-z0-9_-]{0,63}$"
     )]
     pub name: String,
-    #[schema(max_length = 500, example = "Ships projects")]
+    /// At most 500 characters; no U+0000 (the databases cannot store it).
+    #[schema(
+        max_length = 500,
+        example = "Ships projects",
+        pattern = r"^[^\u0000]*$"
+    )]
     pub description: Option<String>,
     /// You must hold every one of them at organization scope (403 `escalation_denied`).
     #[schema(schema_with = permissions_schema)]
@@ -79,8 +84,8 @@ pub struct CreateRoleRequest {
 pub struct UpdateRoleRequest {
     #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z][a-z0-9_-]{0,63}$")]
     pub name: Option<String>,
-    /// An empty string clears it; absent or null leaves it alone.
-    #[schema(max_length = 500)]
+    /// An empty string clears it; absent or null leaves it alone. No U+0000.
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     /// Replaces the set. You must hold every permission of the role before and after.
     #[schema(schema_with = permissions_schema_nullable)]

@@ -112,13 +112,16 @@ impl RoleName {
 pub fn parse_description(raw: Option<&str>) -> Result<Option<String>, ServiceError> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS || d.contains('\0') => {
-            Err(ServiceError::validation(
-                "description",
-                "invalid_description",
-                format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
-            ))
-        }
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(ServiceError::validation(
+            "description",
+            "invalid_description",
+            format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        )),
+        Some(d) if d.contains('\0') => Err(ServiceError::validation(
+            "description",
+            "invalid_description",
+            "description must not contain U+0000",
+        )),
         Some(d) => Ok(Some(d.to_owned())),
     }
 }
