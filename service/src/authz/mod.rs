@@ -358,22 +358,25 @@ impl Authz {
         permission: Permission,
     ) -> ServiceResult<bool> {
         let org = scope.organization_id;
+        // The hit path first, before anything is cloned for a load.
         if let Some(answer) =
             self.decisions
                 .remembered(org, authz_version, user_id, scope, permission)
         {
             return Ok(answer);
         }
-        self.decisions
-            .decide(
+        let bits = self
+            .decisions
+            .decide_many(
                 org,
                 authz_version,
                 user_id,
                 scope,
-                permission,
+                &[permission],
                 self.rows(db, org),
             )
-            .await
+            .await?;
+        Ok(bits != 0)
     }
 
     /// Every permission of the vocabulary `user_id` holds at `scope`.

@@ -191,7 +191,8 @@ impl AuthzService {
         let facts = Self::visible(ctx, principal, q.organization_id).await?;
         let scope = Self::scope(ctx, &facts, q.scope_type, q.scope_id).await?;
         let subject = Self::subject(ctx, principal, &facts, &scope, q.user_id).await?;
-        if !facts.is_member(&ctx.db, subject).await? {
+        // The caller's own membership was established by `visible`.
+        if subject != principal.user_id && !facts.is_member(&ctx.db, subject).await? {
             return Ok(false);
         }
         Self::decide(ctx, &facts, subject, &scope, q.permission).await
@@ -223,7 +224,8 @@ impl AuthzService {
         let facts = Self::visible(ctx, principal, organization_id).await?;
         let scope = Self::scope(ctx, &facts, scope_type, scope_id).await?;
         let subject = Self::subject(ctx, principal, &facts, &scope, user_id).await?;
-        if !facts.is_member(&ctx.db, subject).await? {
+        // The caller's own membership was established by `visible`.
+        if subject != principal.user_id && !facts.is_member(&ctx.db, subject).await? {
             return Ok(Vec::new());
         }
         let held = ctx
@@ -324,7 +326,8 @@ impl AuthzService {
             scope_path: scope_path.clone(),
             reasons: vec![reason],
         };
-        if !facts.is_member(&ctx.db, subject).await? {
+        // The caller's own membership was established by `visible`.
+        if subject != principal.user_id && !facts.is_member(&ctx.db, subject).await? {
             return Ok(denied(reasons::NOT_A_MEMBER));
         }
         if deleted {
