@@ -111,6 +111,9 @@ pub struct OrgFacts {
 /// again on their next question).
 const FACTS_KEPT: usize = 200_000;
 
+/// Membership answers remembered per organization.
+const MEMBERS_KEPT: usize = 65_536;
+
 impl OrgFacts {
     /// Whether a session may act here: any, unless the organization requires a second factor.
     pub async fn session_allowed(
@@ -153,10 +156,12 @@ impl OrgFacts {
             .one(db)
             .await?
             .is_some();
-        self.members
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(user_id, member);
+        let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
+        // Questions about arbitrary user ids must not grow the map without bound: past the
+        // bound, non-members are looked up each time instead of remembered.
+        if member || members.len() < MEMBERS_KEPT {
+            members.insert(user_id, member);
+        }
         Ok(member)
     }
 
