@@ -154,8 +154,19 @@ impl UserService {
     /// A live user, served from this instance's short-lived cache when it can be (see
     /// [`crate::context::UserCache`]).
     pub async fn get_cached(ctx: &AppContext, id: Uuid) -> ServiceResult<User> {
-        if let Some(user) = ctx.users.get(&id) {
-            return Ok(user);
+        if let Some(cached) = ctx.users.get(&id) {
+            if cached.refresh {
+                // Served from the cache now; the row read again meanwhile. If the read fails
+                // the entry simply expires at its TTL and the next lookup reads the row.
+                let (db, users) = (ctx.db.clone(), ctx.users.clone());
+                tokio::spawn(async move {
+                    let read_started = std::time::Instant::now();
+                    if let Ok(user) = Self::get(&db, id).await {
+                        users.put_read(&user, read_started);
+                    }
+                });
+            }
+            return Ok(cached.user);
         }
         let read_started = std::time::Instant::now();
         let user = Self::get(&ctx.db, id).await?;

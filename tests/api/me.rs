@@ -397,3 +397,23 @@ async fn cached_profile_reads_expire() {
         (Some("mine"), Some(2))
     );
 }
+
+/// A user who keeps asking is served from the cache while the row is read again once the entry
+/// is past three quarters of `cache.user_ttl_ms`: a change made elsewhere shows before the
+/// entry that was served would have expired, and no request waits for that read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_users_profile_is_read_again_before_it_expires() {
+    let app = TestApp::sqlite_with_user_ttl(2_000).await;
+    let user = app.user("dora").await;
+    let me: Value = app.me(&user.access_token).await;
+    assert_eq!(me["display_name"], "dora");
+    app.rename_elsewhere(user.id, "changed elsewhere").await;
+    // Past three quarters of the TTL: this answer (the cached row, or the new one if the
+    // machine stalled past the TTL) starts the re-read.
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    let _: Value = app.me(&user.access_token).await;
+    // Still inside the first entry's TTL, which alone would have kept serving "dora".
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let me: Value = app.me(&user.access_token).await;
+    assert_eq!(me["display_name"], "changed elsewhere");
+}
