@@ -77,6 +77,24 @@ fn problem(description: &str) -> RefOr<Response> {
     )
 }
 
+/// In an organization that requires a second factor, a member whose session was not signed in
+/// with one may do nothing there: every operation on it may answer 403 `mfa_required`.
+fn mention_mfa_required(op: &mut Operation) {
+    const MFA: &str = "the organization requires a second factor and this session was not signed in with one (`mfa_required`)";
+    match op.responses.responses.get_mut("403") {
+        Some(RefOr::T(response)) if !response.description.contains(MFA) => {
+            response.description = format!("{}; or {MFA}", response.description);
+        }
+        Some(_) => {}
+        None => {
+            let description = format!("Forbidden: {MFA}");
+            op.responses
+                .responses
+                .insert("403".to_owned(), problem(&description));
+        }
+    }
+}
+
 /// Adds the errors any operation may answer with, where the handler did not document them.
 fn add_common_errors(api: &mut OpenApiDoc) {
     for (path, item) in api.paths.paths.iter_mut() {
@@ -122,6 +140,9 @@ fn add_common_errors(api: &mut OpenApiDoc) {
                     .responses
                     .entry(status.to_owned())
                     .or_insert_with(|| problem(description));
+            }
+            if path.starts_with("/v1/orgs/{org_id}") || path.starts_with("/v1/authz/") {
+                mention_mfa_required(op);
             }
         }
     }

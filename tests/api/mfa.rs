@@ -451,6 +451,45 @@ async fn an_organization_can_require_mfa_of_its_members(app: TestApp) {
         "not_found",
     )
     .await;
+    // Not the organization alone: everything in it, the authorization API included.
+    for under in [
+        "members",
+        "roles",
+        "role-assignments",
+        "accounts",
+        "invitations",
+    ] {
+        assert_problem(
+            app.get_authed(&format!("{path}/{under}"), &member.access_token)
+                .await,
+            StatusCode::FORBIDDEN,
+            "mfa_required",
+        )
+        .await;
+    }
+    let question = json!({"org_id": org, "scope": {"type": "organization", "id": org}, "permission": "org:read"});
+    assert_problem(
+        app.call(
+            reqwest::Method::POST,
+            "/v1/authz/check",
+            &member.access_token,
+            Some(&question),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "mfa_required",
+    )
+    .await;
+    assert_problem(
+        app.get_authed(
+            &format!("/v1/authz/permissions?org_id={org}&scope_type=organization&scope_id={org}"),
+            &member.access_token,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "mfa_required",
+    )
+    .await;
     let (secret, _) = enable_mfa(&app, &member).await;
     assert_eq!(
         app.get_authed(&path, &member.access_token).await.status(),
