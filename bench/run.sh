@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmarks of a release build on PostgreSQL (see BENCHMARKS.md).
 #
-#   bench/run.sh            full run (about 6 minutes after the build), rewrites the generated section of BENCHMARKS.md
+#   bench/run.sh            full run (about 8 minutes after the build), rewrites the generated section of BENCHMARKS.md
 #   bench/run.sh --smoke    a few seconds per scenario, results to stdout only (CI)
 #
 # Other flags go to tessera-bench (`--help`). Runs its own PostgreSQL cluster (needs the server
