@@ -45,6 +45,19 @@ impl MailKind {
     }
 }
 
+/// The longest subject kept (the outbox column's size); longer ones are shortened.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+
+/// `text` cut to at most `max` characters, ending in "…" when it was cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
 /// A message to send.
 #[derive(Debug, Clone)]
 pub struct Mail {
@@ -140,7 +153,10 @@ impl Mailer {
 
     /// Hands `mail` to the transport as part of the transaction `conn` belongs to; call
     /// [`Queued::after_commit`] on the result once it has committed.
-    pub async fn send(&self, conn: &impl ConnectionTrait, mail: Mail) -> ServiceResult<Queued> {
+    pub async fn send(&self, conn: &impl ConnectionTrait, mut mail: Mail) -> ServiceResult<Queued> {
+        // A subject built from user input (an organization's name) must not fail the change
+        // that sends it.
+        mail.subject = shorten(&mail.subject, MAX_SUBJECT_CHARS);
         match self.settings.transport {
             MailTransport::Outbox => {
                 mail_outbox::ActiveModel {
@@ -212,4 +228,17 @@ pub async fn outbox_lines(
             .to_string()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten;
+
+    #[test]
+    fn shortening_counts_characters_and_marks_the_cut() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("exactly10!", 10), "exactly10!");
+        assert_eq!(shorten("ΩΩΩΩΩΩ", 4), "ΩΩΩ…");
+        assert_eq!(shorten(&"x".repeat(300), 200).chars().count(), 200);
+    }
 }

@@ -20,6 +20,7 @@ both_backends!(
     concurrent_accepts_of_one_invitation_make_one_membership,
     revoking_and_listing_invitations,
     mail_outbox_command_prints_newest_first_as_json_lines,
+    an_organization_with_the_longest_name_still_invites,
 );
 
 pub fn role(name: &str) -> Uuid {
@@ -740,4 +741,32 @@ async fn mail_outbox_command_prints_newest_first_as_json_lines(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(limited.len(), 2);
+}
+
+/// The invitation's subject names the organization: a name of the longest allowed length (200
+/// characters, here multi-byte) is shortened there, not refused by the outbox's column (found by
+/// Schemathesis on PostgreSQL as a 500).
+async fn an_organization_with_the_longest_name_still_invites(app: TestApp) {
+    let owner = app.user("owner").await;
+    let name = "Ω".repeat(200);
+    let org = app
+        .create(
+            &owner,
+            "/v1/orgs",
+            &json!({ "name": name, "slug": "long-name" }),
+        )
+        .await;
+    let org: Uuid = org["id"].as_str().expect("id").parse().expect("uuid");
+    let email = format!("{}@example.com", Uuid::new_v4().simple());
+    invite_ok(&app, &owner, org, &email).await;
+    let mail = service::mail::Mailer::outbox(&app.ctx.db, Some(&email), 10)
+        .await
+        .unwrap();
+    let subject = &mail[0].subject;
+    assert!(
+        subject.starts_with("You are invited to join ΩΩΩ") && subject.contains("…"),
+        "{subject}"
+    );
+    assert!(subject.chars().count() <= 200, "{subject}");
+    assert!(mail[0].body.contains(&name), "the body names it whole");
 }

@@ -222,7 +222,10 @@ impl InvitationService {
                 Mail {
                     to: invitation.email.clone(),
                     kind: MailKind::Invitation,
-                    subject: format!("You are invited to join {org_name} on Tessera"),
+                    subject: format!(
+                        "You are invited to join {} on Tessera",
+                        crate::mail::shorten(org_name, 60)
+                    ),
                     body: format!(
                         "You have been invited to join {org_name} with the role {role}.\n\n\
                          Sign in (or create an account) with this address, then accept:\n\
