@@ -78,11 +78,7 @@ impl FromRequest for Authenticated {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(bearer(req).and_then(|(ctx, token)| {
-            Principal::from_bearer(ctx, token)
-                .map(Authenticated)
-                .map_err(ApiError::from)
-        }))
+        ready(verified(req, Principal::from_bearer).map(Authenticated))
     }
 }
 
@@ -96,12 +92,17 @@ impl FromRequest for SigningOut {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(bearer(req).and_then(|(ctx, token)| {
-            Principal::from_bearer_even_if_revoked(ctx, token)
-                .map(SigningOut)
-                .map_err(ApiError::from)
-        }))
+        ready(verified(req, Principal::from_bearer_even_if_revoked).map(SigningOut))
     }
+}
+
+/// The principal of the request's bearer token, as `verify` accepts it.
+fn verified(
+    req: &HttpRequest,
+    verify: fn(&AppContext, &str) -> service::ServiceResult<Principal>,
+) -> Result<Principal, ApiError> {
+    let (ctx, token) = bearer(req)?;
+    verify(ctx, token).map_err(ApiError::from)
 }
 
 /// The context and the bearer token of a request.

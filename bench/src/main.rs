@@ -430,6 +430,21 @@ fn share(part: f64, whole: f64) -> String {
     format!("{:.0}%", 100.0 * part / whole.max(1e-9))
 }
 
+/// A saturation beside the plain handler's under the same load (`how` names that load).
+fn beside_plain(scenario: String, sat: &Measurement, plain: &Measurement, how: &str) -> Row {
+    Row {
+        scenario,
+        result: format!(
+            "{} req/s ({} of the plain handler)",
+            rate(sat.rps()),
+            share(sat.rps(), plain.rps())
+        ),
+        ceiling: format!("plain handler {} req/s{how}", rate(plain.rps())),
+        goal: "≥ 20,000 req/s".into(),
+        verdict: Verdict::at_least(sat.rps(), 20_000.0),
+    }
+}
+
 /// An open-loop p99 against its goal; not met when the run did not get the rate it offered.
 fn open_row(scenario: &str, m: &Measurement, offered_rate: f64, goal_ms: f64) -> Row {
     let result = format!("p99 {} at {}/s offered", ms(m.p99_ms), rate(offered_rate));
@@ -517,17 +532,7 @@ async fn me(ctx: &Ctx) -> Result<Vec<Row>> {
     let me_open = ctx.oha(open(&one, offered)).await?;
     let scenario = "GET /v1/me, one token (oha)";
     let mut rows = vec![
-        Row {
-            scenario: scenario.into(),
-            result: format!(
-                "{} req/s ({} of the plain handler)",
-                rate(sat.rps()),
-                share(sat.rps(), plain.rps())
-            ),
-            ceiling: format!("plain handler {} req/s", rate(plain.rps())),
-            goal: "≥ 20,000 req/s".into(),
-            verdict: Verdict::at_least(sat.rps(), 20_000.0),
-        },
+        beside_plain(scenario.into(), &sat, &plain, ""),
         open_row_beside_plain(scenario, &me_open, offered, &plain_open, plain_offered),
     ];
 
@@ -556,17 +561,12 @@ async fn me(ctx: &Ctx) -> Result<Vec<Row>> {
     let offered = OPEN_SHARE * sat.rps();
     let me_open = get(&me_url, OPEN_WORKERS, Pace::open(offered, ctx.plan.open)?).await?;
     let scenario = format!("GET /v1/me, {n} users round-robin");
-    rows.push(Row {
-        scenario: scenario.clone(),
-        result: format!(
-            "{} req/s ({} of the plain handler)",
-            rate(sat.rps()),
-            share(sat.rps(), plain.rps())
-        ),
-        ceiling: format!("plain handler {} req/s, same generator", rate(plain.rps())),
-        goal: "≥ 20,000 req/s".into(),
-        verdict: Verdict::at_least(sat.rps(), 20_000.0),
-    });
+    rows.push(beside_plain(
+        scenario.clone(),
+        &sat,
+        &plain,
+        ", same generator",
+    ));
     rows.push(open_row_beside_plain(
         &scenario,
         &me_open,
@@ -952,15 +952,9 @@ async fn authz(ctx: &Ctx) -> Result<Vec<Row>> {
     let scenario = format!("Authorization check, {n} tenants round-robin");
     Ok(vec![
         Row {
-            scenario: scenario.clone(),
-            result: format!(
-                "{} req/s ({} of the plain handler)",
-                rate(sat.rps()),
-                share(sat.rps(), plain.rps())
-            ),
-            ceiling: format!("plain handler {} req/s, same generator", rate(plain.rps())),
             goal: "≥ 50% of the plain handler".into(),
             verdict: Verdict::at_least(sat.rps(), 0.5 * plain.rps()),
+            ..beside_plain(scenario.clone(), &sat, &plain, ", same generator")
         },
         open_row(&scenario, &open, offered, 5.0),
         Row {

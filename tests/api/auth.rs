@@ -311,14 +311,7 @@ async fn refresh_records_the_sessions_last_sign_of_life(app: TestApp) {
     let refresh_as = |token: String, agent: &'static str| {
         let app = &app;
         async move {
-            let res = app
-                .client
-                .post(app.url("/v1/auth/refresh"))
-                .header("user-agent", agent)
-                .json(&json!({ "refresh_token": token }))
-                .send()
-                .await
-                .unwrap();
+            let res = app.refresh_with_agent(&token, agent).await;
             assert_eq!(res.status(), StatusCode::OK);
             let body: Value = res.json().await.unwrap();
             body["refresh_token"].as_str().unwrap().to_owned()

@@ -30,6 +30,18 @@ struct World {
     admin_b: TestUser,
 }
 
+impl World {
+    /// The owner deletes project P.
+    async fn delete_project(&self, app: &TestApp) {
+        let path = format!(
+            "/v1/orgs/{}/accounts/{}/projects/{}",
+            self.org, self.account, self.project
+        );
+        let res = app.delete_authed(&path, &self.owner.access_token).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+}
+
 async fn world(app: &TestApp) -> World {
     let owner = app.user("owner").await;
     let org = app.create_org(&owner, "acme").await;
@@ -242,16 +254,7 @@ async fn check_answers_for_yourself_and_for_others_with_authz_check(app: TestApp
     )
     .await;
     // ...a project deleted.
-    let res = app
-        .delete_authed(
-            &format!(
-                "/v1/orgs/{}/accounts/{}/projects/{}",
-                w.org, w.account, w.project
-            ),
-            &w.owner.access_token,
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    w.delete_project(&app).await;
     assert_problem(
         ask(&app, &w.owner, &question(w.org, None, p, "project:read")).await,
         StatusCode::NOT_FOUND,
@@ -500,16 +503,7 @@ async fn explain_names_the_chain_and_the_nearest_misses(app: TestApp) {
     }
 
     // A deleted project is explained, not hidden from someone who may ask.
-    let res = app
-        .delete_authed(
-            &format!(
-                "/v1/orgs/{}/accounts/{}/projects/{}",
-                w.org, w.account, w.project
-            ),
-            &w.owner.access_token,
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    w.delete_project(&app).await;
     let deleted = explain(
         &app,
         &w.owner,

@@ -261,6 +261,17 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `POST /v1/auth/refresh` with `token`, sent with the `User-Agent` header `agent`.
+    pub async fn refresh_with_agent(&self, token: &str, agent: &str) -> Response {
+        self.client
+            .post(self.url("/v1/auth/refresh"))
+            .header("user-agent", agent)
+            .json(&serde_json::json!({ "refresh_token": token }))
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn delete_authed(&self, path: &str, token: &str) -> Response {
         self.client
             .delete(self.url(path))

@@ -13,14 +13,7 @@ both_backends!(a_spent_refresh_token_is_honoured_once_within_the_grace_from_the_
 const AGENT: &str = "tessera-tests/1 (tab A)";
 
 async fn refresh_as(app: &TestApp, token: &str, agent: &str) -> (StatusCode, Value) {
-    let res = app
-        .client
-        .post(app.url("/v1/auth/refresh"))
-        .header("user-agent", agent)
-        .json(&json!({ "refresh_token": token }))
-        .send()
-        .await
-        .unwrap();
+    let res = app.refresh_with_agent(token, agent).await;
     let status = res.status();
     (status, res.json().await.unwrap_or(Value::Null))
 }
